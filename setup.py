@@ -1,0 +1,34 @@
+"""Packaging of sfg: dependencies and the console commands."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sfg",
+    version="0.1.0",
+    description=("Config-driven multi-task learning on medical images with Stochastic "
+                 "Filter Groups, on TensorFlow 2 / Keras 3"),
+    packages=find_packages(include=["sfg_app", "sfg_app.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "nibabel>=5.2",
+        "SimpleITK>=2.3",
+        "pyyaml>=6.0",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "nilearn>=0.10"],
+    },
+    entry_points={
+        "console_scripts": [
+            "sfg_train=sfg_app.cli.train:main",
+            "sfg_infer=sfg_app.cli.infer:main",
+            "sfg_eval=sfg_app.cli.evaluate:main",
+            "sfg_groups=sfg_app.cli.groups:main",
+        ],
+    },
+)
