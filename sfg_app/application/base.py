@@ -1,0 +1,59 @@
+"""The hooks an application fills in: what a run computes.
+
+The engine's drivers call these hooks and own everything about how they run (devices,
+the loop, checkpoints, logging). An application keeps no global state: two
+applications can live in one process (tests do it).
+"""
+
+from __future__ import annotations
+
+
+class Application:
+    """Base class of the applications named by `[SYSTEM] application`."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    # -- built under the driver's distribution strategy and dtype policy ------------
+    def build_network(self):
+        """The Keras model, built (its variables exist)."""
+        raise NotImplementedError
+
+    def build_objective(self):
+        """A Keras layer holding the objective's own learned weights (may have none)."""
+        raise NotImplementedError
+
+    def build_optimizer(self):
+        raise NotImplementedError
+
+    # -- data -------------------------------------------------------------------------
+    def training_dataset(self, batch_size: int, first_window: int, shard_index: int = 0,
+                         shard_count: int = 1):
+        """An endless `tf.data.Dataset` of batches of `batch_size` windows.
+
+        Windows are numbered from the start of training; this dataset yields windows
+        `first_window + shard_index + k * shard_count`, k = 0, 1, ..., so that a resumed
+        run continues the sequence and input pipelines of a distributed run draw
+        disjoint windows, each deterministic for the seed.
+        """
+        raise NotImplementedError
+
+    def validation_dataset(self, batch_size: int, shard_index: int = 0, shard_count: int = 1):
+        """A finite dataset of fixed validation batches, or None when there is none."""
+        return None
+
+    def close(self) -> None:
+        """Release data workers and files; the drivers call it when a run ends."""
+
+    # -- the computation (traced into the driver's step functions) ---------------------
+    def network_inputs(self, batch):
+        """The network's input tensor from a batch."""
+        raise NotImplementedError
+
+    def compute_loss(self, model, objective, outputs, batch):
+        """`(total, logs)`: the scalar to minimise and named scalars to log."""
+        raise NotImplementedError
+
+    def group_names(self) -> list[str]:
+        """Names of the SFG groups, in the network's order."""
+        return []

@@ -1,0 +1,88 @@
+"""Checkpoints of a run, named by training iteration, in `<model_dir>/checkpoints`.
+
+TensorFlow writes a checkpoint's data under a temporary name and renames it, then
+rewrites the small `checkpoint` index file atomically, so a run killed while saving
+leaves the previous checkpoint intact. Workers other than the chief write to a scratch
+folder that is deleted: every worker must take part in a save, only one copy is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from sfg_app.errors import TrainingError
+
+CHECKPOINT_NAME = "ckpt"
+
+
+def checkpoint_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, "checkpoints")
+
+
+class CheckpointStore:
+    """Save and restore the trackable objects of a run by iteration number."""
+
+    def __init__(self, model_dir: str, max_to_keep: int = 5, chief: bool = True,
+                 **trackables):
+        self.directory = checkpoint_dir(model_dir)
+        self.chief = chief
+        self.checkpoint = tf.train.Checkpoint(**trackables)
+        target = self.directory if chief else tempfile.mkdtemp(prefix="sfg_worker_ckpt_")
+        self._manager = tf.train.CheckpointManager(
+            self.checkpoint, target, max_to_keep=max_to_keep, checkpoint_name=CHECKPOINT_NAME)
+
+    def iterations(self) -> list[int]:
+        """Iterations of the checkpoints on disk, oldest first."""
+        return available_iterations(self.directory)
+
+    def save(self, iteration: int) -> str:
+        path = self._manager.save(checkpoint_number=int(iteration))
+        if not self.chief:
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        return path
+
+    def restore(self, iteration: int = -1, partial: bool = False) -> int:
+        """Load the checkpoint of `iteration` (-1: the latest) and return its iteration.
+
+        `partial` allows a checkpoint with more objects than this store tracks (inference
+        restores the network of a training checkpoint, not its optimiser).
+        """
+        path, found = _checkpoint_path(self.directory, iteration)
+        status = self.checkpoint.restore(path)
+        if partial:
+            status.expect_partial()
+        else:
+            status.assert_existing_objects_matched()
+        return found
+
+
+def available_iterations(directory: str) -> list[int]:
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return []
+    found = []
+    for path in state.all_model_checkpoint_paths:
+        match = re.search(rf"{CHECKPOINT_NAME}-(\d+)$", path)
+        if match and tf.io.gfile.exists(path + ".index"):
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def _checkpoint_path(directory: str, iteration: int) -> tuple[str, int]:
+    found = available_iterations(directory)
+    if not found:
+        raise TrainingError(
+            f"No checkpoint in {directory}. Train first (sfg_train), or point "
+            "[SYSTEM] model_dir at the folder of a trained run.")
+    if iteration == -1:
+        iteration = found[-1]
+    if iteration not in found:
+        raise TrainingError(
+            f"No checkpoint of iteration {iteration} in {directory}. Available iterations: "
+            f"{', '.join(map(str, found))}; -1 takes the latest.")
+    return os.path.join(directory, f"{CHECKPOINT_NAME}-{iteration}"), iteration

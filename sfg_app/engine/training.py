@@ -1,0 +1,200 @@
+"""The training driver: how an application's objective is minimised.
+
+The application says what to compute (network, data, objective); this driver owns the
+loop, the devices (`tf.distribute`), checkpoints, validation, summaries and progress.
+Everything that happens beside the gradient step is a handler reacting to the loop's
+events, so a new kind of logging is a new handler, not a new branch in the loop.
+
+The loop stops when
+- the optimiser's step counter reaches `[TRAINING] max_iter` (a final checkpoint is saved);
+- a loss or gradient norm is not finite (TrainingError; nothing is saved, so the last
+  checkpoint on disk is the last good state);
+- the user interrupts it (a checkpoint of the current iteration is saved, then the
+  interrupt is re-raised).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import keras
+import tensorflow as tf
+
+from sfg_app.engine import handlers
+from sfg_app.engine.checkpoints import CheckpointStore
+from sfg_app.engine.state import TrainingPlan, TrainingState, to_numpy
+from sfg_app.engine.strategies import dtype_policy, is_chief, make_strategy
+from sfg_app.errors import TrainingError
+
+
+class TrainingDriver:
+    """Runs `application`'s training from `plan`, with handlers beside the loop."""
+
+    def __init__(self, application, plan: TrainingPlan, extra_handlers=()):
+        self.application = application
+        self.plan = plan
+        self.extra_handlers = list(extra_handlers)
+
+    # -- set-up -----------------------------------------------------------------
+    def _build(self) -> TrainingState:
+        plan = self.plan
+        strategy = make_strategy(plan.strategy)
+        keras.utils.set_random_seed(plan.seed)
+        chief = is_chief(strategy)
+        with strategy.scope(), dtype_policy(plan.mixed_precision):
+            model = self.application.build_network()
+            objective = self.application.build_objective()
+            optimizer = self.application.build_optimizer()
+            if plan.mixed_precision == "float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(_trainable(model, objective))
+        store = CheckpointStore(plan.model_dir, plan.max_checkpoints, chief=chief,
+                                model=model, objective=objective, optimizer=optimizer)
+        state = TrainingState(plan=plan, strategy=strategy, model=model, objective=objective,
+                              optimizer=optimizer, checkpoints=store, chief=chief)
+        state.first_iteration = state.iteration = self._resume(state)
+        return state
+
+    def _resume(self, state: TrainingState) -> int:
+        plan, store = self.plan, state.checkpoints
+        found = store.iterations()
+        if plan.starting_iter == 0:
+            if found:
+                raise TrainingError(
+                    f"[TRAINING] starting_iter = 0 starts afresh, but {store.directory} "
+                    f"already has checkpoints (iterations {', '.join(map(str, found))}). "
+                    "Set starting_iter = -1 to resume from the latest, or choose a new "
+                    "[SYSTEM] model_dir.")
+            return 0
+        if plan.starting_iter == -1 and not found:
+            return 0
+        # A checkpoint holds the optimiser's learning rate too; the config's value wins,
+        # so that resuming with a changed `lr` does what the config says.
+        configured = state.optimizer.learning_rate
+        configured = None if callable(configured) else float(to_numpy(configured))
+        iteration = store.restore(plan.starting_iter)
+        if configured is not None:
+            state.optimizer.learning_rate = configured
+        state.last_saved = iteration
+        return iteration
+
+    # -- the step ---------------------------------------------------------------
+    def _make_train_step(self, state: TrainingState):
+        app, model, objective = self.application, state.model, state.objective
+        optimizer, strategy = state.optimizer, state.strategy
+        variables = _trainable(model, objective)
+        replicas = strategy.num_replicas_in_sync
+        step_variable = getattr(model, "grouping_step", None)
+        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                outputs = model(app.network_inputs(batch), training=True)
+                total, logs = app.compute_loss(model, objective, outputs, batch)
+                loss = total / replicas
+                if scaled:
+                    loss = optimizer.scale_loss(loss)
+            gradients = tape.gradient(loss, variables)
+            if scaled:
+                # LossScaleOptimizer unscales in apply; the norm is logged unscaled.
+                norm = tf.linalg.global_norm(gradients) / optimizer.dynamic_scale
+            else:
+                norm = tf.linalg.global_norm(gradients)
+            optimizer.apply_gradients(zip(gradients, variables))
+            logs = dict(logs, loss=total, grad_norm=norm * replicas)
+            return logs
+
+        @tf.function(jit_compile=False)
+        def train_step(batch):
+            if step_variable is not None:
+                step_variable.assign(tf.cast(optimizer.iterations, step_variable.dtype))
+            per_replica = strategy.run(replica_step, args=(batch,))
+            return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+
+        return train_step
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self) -> TrainingState:
+        state = self._build()
+        plan = self.plan
+        active = self._default_handlers(state) + self.extra_handlers
+        if state.iteration >= plan.max_iter:
+            _say(f"Nothing to do: the checkpoint is at iteration {state.iteration}, "
+                 f"[TRAINING] max_iter = {plan.max_iter}.")
+            return state
+        batches = iter(distributed_dataset(
+            state, lambda batch, index, count: self.application.training_dataset(
+                batch, state.iteration * state.global_batch_size, index, count)))
+        train_step = self._make_train_step(state)
+        for handler in active:
+            handler.on_start(state)
+        try:
+            while state.iteration < plan.max_iter:
+                logs = train_step(next(batches))
+                state.logs = {k: float(v) for k, v in logs.items()}
+                state.iteration = int(to_numpy(state.optimizer.iterations))
+                _check_finite(state)
+                for handler in active:
+                    handler.on_step_end(state)
+        except KeyboardInterrupt:
+            if state.last_saved != state.iteration:
+                handlers.save_checkpoint(state)
+                _say(f"\nInterrupted: saved a checkpoint of iteration {state.iteration}.")
+            raise
+        finally:
+            self.application.close()
+        for handler in active:
+            handler.on_end(state)
+        return state
+
+    def _default_handlers(self, state: TrainingState) -> list[handlers.Handler]:
+        plan = self.plan
+        chosen: list[handlers.Handler] = [handlers.CheckpointHandler(plan.save_every_n)]
+        if plan.validation_every_n > 0:
+            chosen.append(handlers.ValidationHandler(self.application, plan.validation_every_n,
+                                                     plan.validation_max_iter))
+        if state.chief:
+            chosen.append(handlers.SummaryHandler(self.application, plan.tensorboard_every_n))
+            chosen.append(handlers.ProgressHandler())
+        return chosen
+
+
+def distributed_dataset(state: TrainingState, make, steps: int | None = None):
+    """`make(batch_size, shard_index, shard_count)` as a dataset of the run's strategy.
+
+    Each input pipeline (one per worker) builds only its own shard, batched per replica,
+    so a distributed run does not make every window on every worker. `steps` limits the
+    dataset to that many steps of the strategy (each takes a batch per local replica).
+    """
+    def per_pipeline(context: tf.distribute.InputContext):
+        batch = context.get_per_replica_batch_size(state.global_batch_size)
+        dataset = make(batch, context.input_pipeline_id, context.num_input_pipelines)
+        if steps is not None:
+            local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+            dataset = dataset.take(steps * local_replicas)
+        return dataset
+
+    return state.strategy.distribute_datasets_from_function(per_pipeline)
+
+
+def _trainable(model, objective) -> list:
+    return list(model.trainable_variables) + list(objective.trainable_variables)
+
+
+def _check_finite(state: TrainingState) -> None:
+    bad = {k: v for k, v in state.logs.items() if not math.isfinite(v)}
+    if not bad:
+        return
+    last = (f"the last checkpoint, of iteration {state.last_saved}, holds the last good "
+            f"state and still loads" if state.last_saved is not None else
+            "no checkpoint was saved before it")
+    raise TrainingError(
+        f"Training stopped at iteration {state.iteration}: "
+        f"{', '.join(f'{k} = {v}' for k, v in sorted(bad.items()))}. Nothing was saved "
+        f"after the failure; {last} ({state.checkpoints.directory}). A learning rate that "
+        "is too high is the usual cause: lower [TRAINING] lr, or set gradient_clip_norm.")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
