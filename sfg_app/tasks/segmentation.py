@@ -1,0 +1,37 @@
+"""Segmentation: one class label per voxel, softmax over ``num_classes`` logits."""
+
+from __future__ import annotations
+
+from keras import ops
+
+from sfg_app.tasks.base import CategoricalTask
+
+
+class SegmentationTask(CategoricalTask):
+    """A voxel-level label map (``[TASK name] type = segmentation``).
+
+    Losses: ``ce``, ``dice``, ``dice_ce`` (default), ``generalised_dice``.
+    """
+
+    type_name = "segmentation"
+    loss_names = ("ce", "dice", "dice_ce", "generalised_dice")
+    default_loss = "dice_ce"
+
+    def __init__(self, name: str, target: str, *, num_classes: int, **options):
+        super().__init__(name, target, num_classes=num_classes, head_kind="voxel", **options)
+
+    def batch_metrics(self, target, y_pred, weights) -> dict:
+        """``dice``: hard Dice pooled over the batch, averaged over the foreground classes
+        present in the truth or the prediction; 1.0 when none is present in either
+        (nothing to find, nothing found)."""
+        predicted = self.predicted_one_hot(y_pred)[..., 1:]
+        target = target[..., 1:]
+        w = ops.expand_dims(weights, -1)
+        axes = tuple(range(len(y_pred.shape) - 1))
+        intersection = ops.sum(w * predicted * target, axis=axes)
+        volumes = ops.sum(w * predicted, axis=axes) + ops.sum(w * target, axis=axes)
+        present = ops.greater(volumes, 0.0)
+        scores = ops.where(present, 2.0 * intersection / ops.where(present, volumes, 1.0), 0.0)
+        count = ops.sum(ops.cast(present, "float32"))
+        mean = ops.sum(scores) / ops.maximum(count, 1.0)
+        return {"dice": ops.where(ops.greater(count, 0.0), mean, 1.0)}
