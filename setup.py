@@ -1,16 +1,23 @@
 """Packaging of sfg: dependencies and the console commands."""
 
+import pathlib
+
 from setuptools import find_packages, setup
+
+README = pathlib.Path(__file__).resolve().parent / "README.md"
 
 setup(
     name="sfg",
     version="0.1.0",
     description=("Config-driven multi-task learning on medical images with Stochastic "
                  "Filter Groups, on TensorFlow 2 / Keras 3"),
+    long_description=README.read_text(encoding="utf-8") if README.exists() else "",
+    long_description_content_type="text/markdown",
     packages=find_packages(include=["sfg_app", "sfg_app.*"]),
     python_requires=">=3.11",
     install_requires=[
         "tensorflow>=2.21,<2.22",
+        "tensorboard>=2.21,<2.22",  # tf.summary needs it; TensorFlow 2.21 no longer pulls it in
         "keras>=3.10",
         "numpy>=1.26",
         "scipy>=1.11",
@@ -31,4 +38,9 @@ setup(
             "sfg_groups=sfg_app.cli.groups:main",
         ],
     },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
 )

@@ -1,0 +1,36 @@
+"""``sfg_infer``: run a trained network over whole volumes and write its outputs."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from typing import Sequence
+
+from sfg_app.cli.common import build_parser, run_command
+
+
+def _existing(text: str) -> pathlib.Path:
+    path = pathlib.Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return path.absolute()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(
+        "sfg_infer", "Infer every task on the subjects of [INFERENCE] dataset_to_infer, or "
+                     "on the image files given with --input.",
+        "sfg_infer --config configs/demo.ini --input scan.nii.gz --output out/")
+    parser.add_argument("--input", nargs="+", type=_existing, metavar="FILE",
+                        help="image files (or DICOM series folders) to infer instead of the "
+                             "subjects of the split")
+    parser.add_argument("--output", type=lambda text: pathlib.Path(text).absolute(),
+                        metavar="DIR", help="folder of the outputs (default: [INFERENCE] "
+                                            "save_seg_dir)")
+
+    def infer(args, settings):
+        from sfg_app.engine import commands
+
+        commands.infer(settings, inputs=args.input, output_dir=args.output)
+
+    return run_command(parser, argv, infer)

@@ -1,0 +1,360 @@
+"""The config schema: every section and key, declared once, with its type, default and doc.
+
+Everything else about configs is derived from these tables: parsing and checking, the
+defaults of the saved settings, ``--help-config`` and ``docs/config_reference.md``. Key
+names and sections follow NiftyNet's where NiftyNet had the key. There is no switch that
+allows undeclared keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sfg_app import registry
+from sfg_app.config.types import (
+    Axcodes, Bool, Choice, FlipAxes, Float, Int, Name, Path, Range, Regex, Registered, Str,
+    Tuple, Union, ValueType, list_of)
+
+#: Version of the config format this code reads; ``[SYSTEM] config_version`` above it is
+#: refused, so an old installation never misreads a newer file.
+CONFIG_VERSION = 1
+
+
+class Derived:
+    """A default computed from other settings; ``text`` says how, for the reference."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class UnderModelDir(Derived):
+    """A default path inside ``[SYSTEM] model_dir``."""
+
+    def __init__(self, name: str):
+        super().__init__(f"<model_dir>/{name}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key: ``applies_to`` names the section kinds that use it (None: every kind).
+
+    A key that does not apply to a section is an error when set there and None in the
+    settings (see ``validate.section_kinds`` for the kinds).
+    """
+
+    name: str
+    type: ValueType
+    default: Any = None
+    doc: str = ""
+    required: bool = False
+    applies_to: frozenset[str] | None = None
+
+
+def key(name: str, type: ValueType, default: Any = None, doc: str = "", *,
+        required: bool = False, applies_to: tuple[str, ...] | None = None) -> Key:
+    return Key(name, type, default, doc, required,
+               frozenset(applies_to) if applies_to is not None else None)
+
+
+class SectionSchema:
+    """A kind of section: its title in the reference, its doc and its keys by name."""
+
+    def __init__(self, title: str, doc: str, *keys: Key):
+        self.title = title
+        self.doc = doc
+        self.keys = {k.name: k for k in keys}
+
+
+#: Losses each built-in task type accepts; the first is the default.
+TASK_LOSSES = {
+    "segmentation": ("dice_ce", "ce", "dice", "generalised_dice"),
+    "regression": ("l1", "l2", "huber"),
+    "classification": ("ce",),
+}
+
+_PROBABILITIES = Tuple(Float(0), min_length=1,
+                       expected="a tuple of G probabilities (numbers >= 0 summing to 1)")
+_FRACTION_BELOW_1 = Float(0, 1, high_open=True)
+_POSITIVE = Float(0, low_open=True)
+_ORDER = Int(0, 5)
+_INPUT_NAME = Name("the name of an input section")
+_IMAGE_ONLY = ("image",)
+
+SYSTEM = SectionSchema(
+    "SYSTEM", "Where a run lives and how it runs.",
+    key("model_dir", Path(), None, "Folder of the run: checkpoints, logs, TensorBoard "
+        "events and the resolved settings (settings.yaml).", required=True),
+    key("dataset_split_file", Path(), UnderModelDir("dataset_split.csv"),
+        "CSV of `subject_id,training|validation|inference` rows, made once from the "
+        "exclude fractions and the seed, then reused."),
+    key("seed", Int(0), 0, "Seed of the data split, window sampling, augmentation and "
+        "weight initialisation."),
+    key("strategy", Choice("default", "mirrored", "multi_worker"), "default",
+        "Distribution: one device, every local GPU (mirrored), or several machines."),
+    key("mixed_precision", Choice("none", "float16", "bfloat16"), "none",
+        "Mixed-precision policy: none (float32 throughout), float16 (with loss scaling) or "
+        "bfloat16."),
+    key("num_threads", Int(0), 2, "Data workers that load, preprocess and sample windows; "
+        "0 works in the main process."),
+    key("application", Registered(registry.APPLICATIONS), "multitask",
+        "Registered application that maps the settings to data, network and tasks."),
+    key("config_version", Int(1), CONFIG_VERSION, "Version of the config format; a file "
+        f"newer than this code (version {CONFIG_VERSION}) is refused."),
+)
+
+NETWORK = SectionSchema(
+    "NETWORK", "The network and how training windows are made.",
+    key("name", Registered(registry.NETWORKS), None, "Registered network.", required=True),
+    key("batch_size", Int(1), 2, "Windows per training step."),
+    key("layer_scale", _POSITIVE, 1.0, "Multiplier of every layer's number of kernels."),
+    key("activation_function", Choice("relu", "leaky_relu", "elu", "prelu"), "relu",
+        "Activation after each convolution."),
+    key("norm_layer", Choice("batch", "instance", "none"), "batch",
+        "Normalisation after each convolution (per group in SFG layers)."),
+    key("decay", Float(0), 0.0, "Weight decay lambda: lambda * ||W||^2 is added to the "
+        "loss."),
+    key("window_sampling", Registered(registry.SAMPLERS), "uniform",
+        "Registered sampler of training windows."),
+    key("sampling_map", _INPUT_NAME, Derived("with balanced: the target of the first "
+                                        "segmentation task"),
+        "Input section of the probability map of `weighted`, or of the label map of "
+        "`balanced`.", applies_to=("weighted", "balanced")),
+    key("queue_length", Int(1), 8, "Windows buffered between the data workers and the "
+        "training loop."),
+    key("volume_padding_size", Tuple(Int(0), 3), (0, 0, 0),
+        "Voxels added on each side of every axis of a volume before sampling."),
+    key("volume_padding_mode",
+        Choice("constant", "edge", "reflect", "symmetric", "minimum"), "minimum",
+        "How padded voxels are filled (numpy.pad modes; constant pads zeros)."),
+    key("histogram_ref_file", Path(), UnderModelDir("histogram_ref.yaml"),
+        "Landmarks of `normalisation = histogram`, learned from the training subjects "
+        "when the file does not exist."),
+    key("cutoff", Range(Float(0, 1), strict=True), (0.01, 0.99),
+        "Lowest and highest intensity quantiles of histogram normalisation."),
+    key("norm_type", Choice("percentile", "quartile"), "percentile",
+        "Landmarks of histogram normalisation: deciles or quartiles."),
+    key("cache", Choice("memory", "disk", "none"), "memory",
+        "Where preprocessed volumes are kept between uses."),
+)
+
+SFG = SectionSchema(
+    "SFG", "Stochastic filter groups: G = number of tasks + 1 groups, the shared one last.",
+    key("tau", _POSITIVE, 1.0, "Initial temperature of the Gumbel-softmax relaxation."),
+    key("tau_min", _POSITIVE, 0.05, "Lowest temperature annealing reaches (at most tau)."),
+    key("anneal_rate", Float(0), 0.0, "r in tau(i) = max(tau_min, tau * exp(-r * i)); "
+        "0 keeps the temperature constant."),
+    key("straight_through", Bool(), True, "Hard one-hot assignments in the forward pass, "
+        "soft gradients in the backward pass."),
+    key("sample_per", Choice("step", "example"), "step",
+        "One architecture sample per training step, or one per example (needs "
+        "impl = reference)."),
+    key("learn_probabilities", Bool(), True, "Learn the grouping probabilities; false "
+        "keeps them at their initial values."),
+    key("init", Union(Choice("uniform", "dirichlet"), _PROBABILITIES,
+                      expected="uniform, dirichlet, or " + _PROBABILITIES.expected),
+        "uniform", "Initial grouping probabilities of every kernel."),
+    key("init_alpha", _POSITIVE, 1.0, "Concentration of the Dirichlet of init = dirichlet."),
+    key("prior", Union(Choice("uniform"), _PROBABILITIES,
+                       expected="uniform, or " + _PROBABILITIES.expected),
+        "uniform", "Prior over groups of the KL term."),
+    key("connectivity", Choice("mixed", "separate", "dense"), "mixed",
+        "Which groups feed which: mixed (a specialist reads its own group and the shared "
+        "one), separate (own group only) or dense (every group)."),
+    key("kl_weight", Float(0), 1e-3, "beta: weight of KL(q || prior) in the loss."),
+    key("impl", Choice("fused", "reference"), "fused",
+        "fused: one masked convolution a layer; reference: one convolution a group."),
+)
+
+MULTITASK = SectionSchema(
+    "MULTITASK", "What the network reads and which tasks it learns.",
+    key("image", list_of(Name(), "input sections"), None,
+        "Input sections fed to the network, stacked as channels.", required=True),
+    key("tasks", list_of(Name(), "task names"), None,
+        "Tasks to learn, each described by a [TASK name] section.", required=True),
+    key("weighting", Choice("fixed", "uncertainty"), "fixed",
+        "Task weights: fixed ([TASK] weight) or learned homoscedastic uncertainty."),
+)
+
+TASK = SectionSchema(
+    "TASK <name>", "One task: its target, head, loss and outputs.",
+    key("type", Registered(registry.TASKS), None, "Registered task type.", required=True),
+    key("target", _INPUT_NAME, None, "Input section of the target.", required=True),
+    key("num_classes", Int(2), None, "Number of classes, background included (required).",
+        applies_to=("segmentation", "classification")),
+    key("out_channels", Int(1), 1, "Channels of the regression output.",
+        applies_to=("regression",)),
+    key("loss", Registered(registry.LOSSES),
+        Derived("segmentation: dice_ce; regression: l1; classification: ce"),
+        "Registered loss. Allowed: " + "; ".join(
+            f"{kind}: {', '.join(losses)}" for kind, losses in TASK_LOSSES.items()) + "."),
+    key("huber_delta", _POSITIVE, 1.0, "Delta of the huber loss.",
+        applies_to=("regression",)),
+    key("weight", Float(0), 1.0, "Fixed weight of this task's loss (weighting = fixed)."),
+    key("mask", _INPUT_NAME, None, "Input section of a mask: loss and metrics count only what "
+        "lies inside it."),
+    key("optional_target", Bool(), False, "Subjects without the target are kept; they "
+        "contribute nothing to this task."),
+    key("target_shift", Float(), 0.0, "The network learns (y - target_shift) / "
+        "target_scale; outputs are mapped back.", applies_to=("regression",)),
+    key("target_scale", _POSITIVE, 1.0, "See target_shift.", applies_to=("regression",)),
+    key("output_interp_order", _ORDER, 1, "How outputs are resampled back to the input "
+        "grid; segmentation resamples probabilities then takes the argmax, unless 0.",
+        applies_to=("segmentation", "regression")),
+    key("save_probabilities", Bool(), False, "Also write the class probabilities.",
+        applies_to=("segmentation", "classification")),
+)
+
+INPUT = SectionSchema(
+    "<input>", "Any other section (a name of letters, digits, _ and -) is an input: "
+    "images found on disk, or one value per subject from a CSV.",
+    key("path_to_search", list_of(Path(), "folders"), None,
+        "Folders searched for this section's files (or give csv_file)."),
+    key("filename_contains", list_of(Str(), "strings"), None,
+        "Parts every file name must contain.", applies_to=("search",)),
+    key("filename_not_contains", list_of(Str(), "strings"), None,
+        "Parts no file name may contain.", applies_to=("search",)),
+    key("filename_removefromid", Regex(), None, "Regular expression removed from file "
+        "names to give subject ids.", applies_to=("search",)),
+    key("csv_file", Path(), None, "CSV of `subject_id,path` rows (instead of "
+        "path_to_search)."),
+    key("value_column", Str(), None, "Column of csv_file holding one number per subject: "
+        "the section is then an image-level value (a class, an age), not an image.",
+        applies_to=("csv",)),
+    key("loader", Registered(registry.LOADERS, extra=("auto",)), "auto",
+        "Image reader; auto picks nibabel for NIfTI and Analyze, SimpleITK otherwise.",
+        applies_to=_IMAGE_ONLY),
+    key("pixdim", Tuple(_POSITIVE, 3), None, "Voxel size (mm) to resample to; unset keeps "
+        "each image's own.", applies_to=_IMAGE_ONLY),
+    key("axcodes", Axcodes(), None, "Orientation to reorient to, e.g. (R, A, S); unset "
+        "keeps each image's own.", applies_to=_IMAGE_ONLY),
+    key("interp_order", _ORDER, Derived("0 for segmentation targets, masks and balanced "
+                                        "sampling maps; 1 otherwise"),
+        "Spline order of resampling (0: nearest neighbour).", applies_to=_IMAGE_ONLY),
+    key("spatial_window_size", Tuple(Int(1), 3), None, "Window size in voxels; 2D configs "
+        "use (x, y, 1). Required on image sections, equal across them.",
+        applies_to=_IMAGE_ONLY),
+    key("match_space", Choice("check", "resample"), "check", "When this section's grid "
+        "differs from the image's: stop with an error, or resample onto the image's grid.",
+        applies_to=_IMAGE_ONLY),
+    key("normalisation", Choice("none", "zscore", "histogram"), "none",
+        "Intensity normalisation.", applies_to=_IMAGE_ONLY),
+    key("foreground_type", Union(Choice("none", "otsu", "threshold", "mean"), _INPUT_NAME,
+                                 expected="none, otsu, threshold, mean, or an input section"),
+        "none", "Foreground used by normalisation: a rule, or an input section as a mask.",
+        applies_to=_IMAGE_ONLY),
+    key("foreground_threshold", Float(), 0.0, "Intensity above which a voxel is foreground "
+        "(foreground_type = threshold).", applies_to=_IMAGE_ONLY),
+    key("intensity_window", Range(Float(), strict=True), None, "Clip to (lo, hi) then "
+        "rescale to [0, 1], e.g. a CT window in HU.", applies_to=_IMAGE_ONLY),
+    key("percentile_clip", Range(Float(0, 100), strict=True), None,
+        "Clip intensities to these percentiles.", applies_to=_IMAGE_ONLY),
+)
+
+TRAINING = SectionSchema(
+    "TRAINING", "The optimisation loop, checkpoints, validation and augmentation.",
+    key("optimiser", Registered(registry.OPTIMISERS), "adam", "Registered optimiser."),
+    key("lr", _POSITIVE, 1e-3, "Learning rate (the peak, after warm-up)."),
+    key("lr_schedule", Choice("constant", "cosine", "exponential", "step"), "constant",
+        "Learning-rate schedule over max_iter."),
+    key("lr_decay_rate", Float(0, 1, low_open=True), 0.5,
+        "Factor of exponential and step decay every lr_decay_steps."),
+    key("lr_decay_steps", Int(1), 1000, "Iterations per decay of exponential and step."),
+    key("warmup_iter", Int(0), 0, "Iterations of linear warm-up from 0 to lr."),
+    key("max_iter", Int(0), 10000, "Iteration at which training stops."),
+    key("starting_iter", Int(-1), -1, "-1: resume from the latest checkpoint if any; "
+        "0: start afresh (refused when model_dir holds checkpoints); n: resume from "
+        "iteration n's checkpoint."),
+    key("save_every_n", Int(1), 500, "Iterations between checkpoints."),
+    key("max_checkpoints", Int(1), 5, "Checkpoints kept; older ones are deleted."),
+    key("validation_every_n", Int(0), 0, "Iterations between validations; 0: none."),
+    key("validation_max_iter", Int(1), 1, "Batches per validation."),
+    key("exclude_fraction_for_validation", _FRACTION_BELOW_1, 0.0,
+        "Fraction of subjects held out for validation by the split."),
+    key("exclude_fraction_for_inference", _FRACTION_BELOW_1, 0.0,
+        "Fraction of subjects held out for inference by the split."),
+    key("tensorboard_every_n", Int(1), 20, "Iterations between TensorBoard summaries."),
+    key("gradient_clip_norm", Float(0), 0.0, "Clip gradients to this global norm; 0: off."),
+    key("sample_per_volume", Int(1), 1, "Windows drawn from a volume each time it is "
+        "read."),
+    key("random_flipping_axes", FlipAxes(), (), "Axes randomly flipped."),
+    key("flip_probability", Float(0, 1), 0.5, "Probability of flipping each listed axis."),
+    key("rotation_angle", Range(Float()), None, "Range of random rotation, degrees."),
+    key("scaling_percentage", Range(Float(-100, low_open=True)), None,
+        "Range of random scaling, percent."),
+    key("do_elastic_deformation", Bool(), False, "Random elastic deformation."),
+    key("num_ctrl_points", Int(2), 4, "Control points per axis of elastic deformation."),
+    key("deformation_sigma", Float(0), 15.0, "Standard deviation of control point "
+        "displacements, mm."),
+    key("proportion_to_deform", Float(0, 1), 0.5, "Fraction of windows deformed."),
+    key("bias_field_range", Range(Float()), None, "Range of the coefficients of a random "
+        "polynomial bias field."),
+    key("bf_order", Int(1), 3, "Order of the bias-field polynomial."),
+    key("gamma_range", Range(_POSITIVE), None, "Range of a random gamma applied to "
+                                              "intensities."),
+    key("noise_std", Range(Float(0)), None, "Range of the standard deviation of added "
+                                           "Gaussian noise."),
+)
+
+INFERENCE = SectionSchema(
+    "INFERENCE", "Sliding-window inference and its outputs.",
+    key("border", Tuple(Int(0), 3), (0, 0, 0), "Voxels discarded (crop) or down-weighted "
+        "at each side of a window's output; neighbouring windows overlap by twice the "
+        "border. Each must be less than half the window."),
+    key("inference_iter", Int(-1), -1, "Checkpoint to use; -1: the latest."),
+    key("save_seg_dir", Path(), UnderModelDir("inference"), "Folder of the outputs."),
+    key("architecture", Choice("map", "sample", "expected"), "map",
+        "SFG networks at test time: most probable groups, mc_samples sampled "
+        "architectures averaged, or soft masks equal to the probabilities."),
+    key("mc_samples", Int(1), 10, "Architectures sampled by architecture = sample."),
+    key("blending", Choice("crop", "constant", "gaussian"), "crop",
+        "crop keeps each window's centre (as NiftyNet); constant and gaussian average "
+        "overlapping windows."),
+    key("dataset_to_infer", Choice("inference", "validation", "training", "all"),
+        "inference", "Subjects of the split to infer."),
+)
+
+EVALUATION = SectionSchema(
+    "EVALUATION", "Metrics of inferred outputs against targets.",
+    key("save_csv_dir", Path(), UnderModelDir("evaluation"), "Folder of the metric CSVs."),
+)
+
+#: The fixed sections, in the order of the reference and of saved settings.
+FIXED_SECTIONS = {schema.title: schema for schema in
+                  (SYSTEM, NETWORK, SFG, MULTITASK, TRAINING, INFERENCE, EVALUATION)}
+
+#: NiftyNet sections and keys that sfg replaced, with where to go instead.
+NIFTYNET_SECTIONS = {
+    name: f"[{name}] is NiftyNet's application section; sfg describes what to learn "
+          "with [MULTITASK] and one [TASK name] section per task."
+    for name in ("SEGMENTATION", "REGRESSION", "CLASSIFICATION", "GAN", "AUTOENCODER",
+                 "CUSTOM")
+}
+NIFTYNET_SECTIONS["DEFAULT"] = ("[DEFAULT] is not supported: each key belongs to one "
+                                "section.")
+NIFTYNET_KEYS = {
+    "loss_type": "sfg sets the loss of each task: `loss` in its [TASK name] section.",
+    "whitening": "Use `normalisation = zscore` in the input section.",
+    "normalise_foreground_only": "Use `foreground_type` in the input section.",
+    "multimod_foreground_type": "Use `foreground_type` in the input section.",
+    "cuda_devices": "Choose GPUs with CUDA_VISIBLE_DEVICES and [SYSTEM] strategy.",
+    "num_gpus": "Choose GPUs with CUDA_VISIBLE_DEVICES and [SYSTEM] strategy.",
+    "reg_type": "sfg's weight decay is L2: [NETWORK] decay.",
+    "action": "The command chooses the action: sfg_train, sfg_infer or sfg_eval.",
+}
+
+
+def section_schema(header: str) -> SectionSchema:
+    """The schema of a section header that ``validate`` has classified."""
+    if header in FIXED_SECTIONS:
+        return FIXED_SECTIONS[header]
+    return TASK if header.startswith("TASK ") else INPUT
+
+
+def all_schemas() -> tuple[SectionSchema, ...]:
+    return (*FIXED_SECTIONS.values(), TASK, INPUT)
+

@@ -1,0 +1,474 @@
+"""From raw values to checked ``Settings``: the rules the schema's tables cannot state alone.
+
+Three passes, each reporting every problem it finds before stopping: (1) each section
+header is classified (fixed, ``TASK name`` or input) and each value is typed against its
+key; (2) defaults are filled in, including those derived from other sections; (3) the
+sections are checked against each other. Every message names the place (file and line, or
+the override), the ``[SECTION] key``, what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sfg_app.config import schema
+from sfg_app.config.settings import (
+    FIXED_ATTRIBUTES, InputSettings, Settings, TaskSettings)
+from sfg_app.config.sources import Origin, RawConfig, RawSection
+from sfg_app.config.types import Invalid, Name, closest, did_you_mean
+from sfg_app.errors import ConfigError
+
+_FOREGROUND_RULES = ("none", "otsu", "threshold", "mean")
+
+
+class Problems:
+    """Collects messages so that one run reports every mistake of a pass at once."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.messages: list[str] = []
+
+    def add(self, origin: Origin | str, message: str) -> None:
+        self.messages.append(f"{origin}: {message}")
+
+    def raise_if_any(self) -> None:
+        if len(self.messages) == 1:
+            raise ConfigError(self.messages[0])
+        if self.messages:
+            listed = "\n".join(f"- {message}" for message in self.messages)
+            raise ConfigError(f"{len(self.messages)} problems in {self.source}:\n{listed}")
+
+
+@dataclass
+class Value:
+    value: Any
+    origin: Origin
+
+
+# ------------------------------------------------------------ pass 1: types
+
+def _fixed_section_near(header: str) -> str | None:
+    """The fixed section a header probably misspells: similar, or its first 4+ letters."""
+    upper = header.upper()
+    match = difflib.get_close_matches(upper, list(schema.FIXED_SECTIONS), n=1, cutoff=0.75)
+    if match:
+        return match[0]
+    if len(upper) >= 4:
+        return next((title for title in schema.FIXED_SECTIONS if title.startswith(upper)),
+                    None)
+    return None
+
+
+def classify(header: str) -> str:
+    """"fixed", "task" or "input"; ``Invalid`` with the reason otherwise."""
+    if header in schema.FIXED_SECTIONS:
+        return "fixed"
+    if header.upper() in schema.NIFTYNET_SECTIONS:
+        raise Invalid(schema.NIFTYNET_SECTIONS[header.upper()])
+    if header.startswith("TASK "):
+        if Name.pattern.fullmatch(header[5:]):
+            return "task"
+        raise Invalid(f"[{header}]: a task name is made of letters, digits, _ and -.")
+    near = _fixed_section_near(header)
+    if near:
+        raise Invalid(f"unknown section [{header}]. Did you mean [{near}]? Section names "
+                      "are case-sensitive, and an input section may not be named so close "
+                      "to a fixed section.")
+    if header.lower().startswith("task"):
+        raise Invalid(f"unknown section [{header}]. A task section is written "
+                      f"[TASK name], e.g. [TASK {header[4:].strip() or 'organs'}].")
+    if Name.pattern.fullmatch(header):
+        return "input"
+    raise Invalid(f"invalid section name [{header}]. Fixed sections are "
+                  f"{', '.join(schema.FIXED_SECTIONS)} and [TASK name]; any other section "
+                  "is an input, named with letters, digits, _ and -.")
+
+
+def _title(section: schema.SectionSchema) -> str:
+    return {"<input>": "input sections", "TASK <name>": "[TASK name] sections"}.get(
+        section.title, f"[{section.title}]")
+
+
+def _unknown_key(header: str, key: str, section: schema.SectionSchema) -> str:
+    parts = [f"[{header}] has no key {key!r}."]
+    homes = [_title(other) for other in schema.all_schemas() if key in other.keys]
+    if key in schema.NIFTYNET_KEYS:
+        parts.append(schema.NIFTYNET_KEYS[key])
+    elif homes:
+        parts.append(f"{key!r} belongs to {homes[0]}.")
+    else:
+        # The closest key of this section, unless a key of another section is closer.
+        owners = {name: _title(other) for other in schema.all_schemas() for name in other.keys}
+        owners.update({name: "" for name in section.keys})
+        near = closest(key, list(owners))
+        if near:
+            where = f" of {owners[near]}" if owners[near] else ""
+            parts.append(f"Did you mean {near!r}{where}?")
+    parts.append("Every key is listed by `sfg_train --help-config`.")
+    return " ".join(parts)
+
+
+def _received(value: Any) -> str:
+    return repr(value.strip()) if isinstance(value, str) else repr(value)
+
+
+def invalid_value(header: str, key: str, expected: str, received: Any, hint: str = "") -> str:
+    return (f"invalid value for [{header}] {key}. Expected {expected}. Received "
+            f"{key} = {_received(received)}. {hint}").rstrip()
+
+
+def _typed_section(raw: RawSection, section: schema.SectionSchema,
+                   problems: Problems) -> dict[str, Value]:
+    values = {}
+    for key, entry in raw.entries.items():
+        spec = section.keys.get(key)
+        if spec is None:
+            problems.add(entry.origin, _unknown_key(raw.header, key, section))
+            continue
+        if entry.value is None or (isinstance(entry.value, str) and not entry.value.strip()):
+            continue  # an empty value leaves the key unset
+        try:
+            values[key] = Value(spec.type.convert(entry.value, entry.base_dir), entry.origin)
+        except Invalid as error:
+            problems.add(entry.origin, invalid_value(raw.header, key, spec.type.expected,
+                                                     entry.value, error.hint))
+    return values
+
+
+# ------------------------------------------------- passes 2 and 3: defaults, checks
+
+class _Resolver:
+    """Fills defaults and checks the sections against each other."""
+
+    def __init__(self, raw: RawConfig, typed: dict[str, dict[str, Value]]):
+        self.raw = raw
+        self.typed = typed
+        self.problems = Problems(raw.source)
+        self.inputs = [h for h in typed if h not in schema.FIXED_SECTIONS
+                       and not h.startswith("TASK ")]
+        self.task_headers = [h for h in typed if h.startswith("TASK ")]
+
+    # helpers ------------------------------------------------------------------
+    def origin(self, header: str, key: str | None = None) -> Origin | str:
+        if key is not None and key in self.typed.get(header, {}):
+            return self.typed[header][key].origin
+        section = self.raw.sections.get(header)
+        return section.origin if section else self.raw.source
+
+    def explicit(self, header: str, key: str) -> Any:
+        entry = self.typed.get(header, {}).get(key)
+        return entry.value if entry else None
+
+    def problem(self, header: str, key: str | None, message: str) -> None:
+        self.problems.add(self.origin(header, key), message)
+
+    def check_reference(self, header: str, key: str, name: str, what: str,
+                        extra: tuple[str, ...] = ()) -> bool:
+        """A key naming an input section; did-you-mean among the input sections."""
+        if name in self.inputs:
+            return True
+        candidates = tuple(extra) + tuple(self.inputs)
+        hint = did_you_mean(name, candidates) or (
+            f"Input sections: {', '.join(self.inputs)}." if self.inputs
+            else "The config has no input section.")
+        self.problem(header, key, f"[{header}] {key} = {name!r}: there is no input "
+                                  f"section [{name}] {what}. {hint}")
+        return False
+
+    # pass 2 -------------------------------------------------------------------
+    def resolve(self) -> Settings:
+        self.check_version()
+        fixed = {title: self.fixed_values(title) for title in schema.FIXED_SECTIONS}
+        multitask = fixed["MULTITASK"]
+        task_names = self.check_task_list(multitask["tasks"] or ())
+        self.problems.raise_if_any()
+        tasks = {name: self.task_values(name) for name in task_names}
+        network = fixed["NETWORK"]
+        network["sampling_map"] = self.sampling_map(network, tasks)
+        inputs = {name: self.input_values(name, tasks, network) for name in self.inputs}
+        window = self.check_inputs(inputs, multitask["image"] or (), tasks, network)
+        self.check_sfg(fixed["SFG"], len(task_names) + 1)
+        self.check_training(fixed["TRAINING"])
+        self.check_border(fixed["INFERENCE"]["border"], window)
+        self.problems.raise_if_any()
+        sections = {FIXED_ATTRIBUTES[title][0]: FIXED_ATTRIBUTES[title][1](**values)
+                    for title, values in fixed.items()}
+        explicit = {header: {key: entry.value for key, entry in values.items()}
+                    for header, values in self.typed.items()}
+        return Settings(**sections,
+                        inputs={name: InputSettings(**values) for name, values in inputs.items()},
+                        tasks={name: TaskSettings(**values) for name, values in tasks.items()},
+                        source=self.raw.source, explicit=explicit)
+
+    def values(self, header: str, section: schema.SectionSchema,
+               kinds: frozenset[str] | None = None,
+               why_not: Callable[[schema.Key], str] | None = None) -> dict[str, Any]:
+        """Explicit values, else defaults.
+
+        With ``kinds``, a key whose ``applies_to`` misses them is None, and setting it is
+        an error that ``why_not(key)`` explains.
+        """
+        model_dir = self.explicit("SYSTEM", "model_dir")
+        values = {}
+        for name, spec in section.keys.items():
+            value = self.explicit(header, name)
+            applies = spec.applies_to is None or kinds is None or bool(spec.applies_to & kinds)
+            if not applies:
+                if value is not None:
+                    self.problem(header, name, f"[{header}] {name} does not apply here: "
+                                               f"{why_not(spec)}")
+                values[name] = None
+            elif value is not None:
+                values[name] = value
+            elif spec.required:
+                self.problem(header, None, f"missing required key [{header}] {name}: "
+                                           f"{spec.doc} Expected {spec.type.expected}.")
+                values[name] = None
+            elif isinstance(spec.default, schema.UnderModelDir):
+                values[name] = model_dir / spec.default.name if model_dir else None
+            elif isinstance(spec.default, schema.Derived):
+                values[name] = None  # filled in by the caller
+            else:
+                values[name] = spec.default
+        return values
+
+    def fixed_values(self, title: str) -> dict[str, Any]:
+        if title != "NETWORK":
+            return self.values(title, schema.FIXED_SECTIONS[title])
+        sampler = self.explicit("NETWORK", "window_sampling") or "uniform"
+        kinds = frozenset() if sampler in ("uniform", "resize") else frozenset({"weighted",
+                                                                                 "balanced"})
+        return self.values("NETWORK", schema.NETWORK, kinds,
+                           lambda spec: f"the {sampler} sampler reads no sampling map.")
+
+    def task_values(self, name: str) -> dict[str, Any]:
+        header = f"TASK {name}"
+        kind = self.explicit(header, "type")
+        builtin = kind in schema.TASK_LOSSES
+        kinds = frozenset({kind}) if builtin else frozenset(schema.TASK_LOSSES)
+        values = self.values(header, schema.TASK, kinds, lambda spec: (
+            f"[{header}] is a {kind} task, and {spec.name} is for "
+            f"{' and '.join(sorted(spec.applies_to))} tasks only."))
+        if values["loss"] is None:
+            if builtin:
+                values["loss"] = schema.TASK_LOSSES[kind][0]
+            elif kind is not None:
+                self.problem(header, "type", f"missing required key [{header}] loss: the "
+                                             f"task type {kind!r} has no default loss.")
+        elif builtin and values["loss"] not in schema.TASK_LOSSES[kind]:
+            self.problem(header, "loss", invalid_value(
+                header, "loss", f"a loss for {kind}: "
+                                f"{', '.join(schema.TASK_LOSSES[kind])}", values["loss"]))
+        if kind in ("segmentation", "classification") and values["num_classes"] is None:
+            self.problem(header, None, f"missing required key [{header}] num_classes: a "
+                                       f"{kind} task needs its number of classes (>= 2).")
+        for key in ("target", "mask"):
+            if values[key] is not None:
+                self.check_reference(header, key, values[key], f"for the task {key}")
+        return values
+
+    def sampling_map(self, network: dict[str, Any], tasks: dict[str, dict]) -> str | None:
+        sampler, chosen = network["window_sampling"], network["sampling_map"]
+        if chosen is not None:
+            self.check_reference("NETWORK", "sampling_map", chosen, "for the sampling map")
+            return chosen
+        if sampler == "balanced":
+            targets = [task["target"] for task in tasks.values()
+                       if task["type"] == "segmentation"]
+            if targets:
+                return targets[0]
+        if sampler in ("weighted", "balanced"):
+            fallback = (" (or a segmentation task, whose target is then used)"
+                        if sampler == "balanced" else "")
+            self.problem("NETWORK", "window_sampling",
+                         f"[NETWORK] window_sampling = {sampler} needs [NETWORK] sampling_map "
+                         f"naming an input section{fallback}.")
+        return None
+
+    def input_values(self, name: str, tasks: dict[str, dict],
+                     network: dict[str, Any]) -> dict[str, Any]:
+        is_value = self.explicit(name, "value_column") is not None
+        kinds = {"value" if is_value else "image"}
+        for key, kind in (("csv_file", "csv"), ("path_to_search", "search")):
+            if self.explicit(name, key) is not None:
+                kinds.add(kind)
+        values = self.values(name, schema.INPUT, frozenset(kinds),
+                             lambda spec: self.why_not_input(name, spec))
+        if not {"csv", "search"} & kinds:
+            self.problem(name, None, f"input section [{name}] defines neither "
+                                     "path_to_search nor csv_file: set one of them.")
+        if {"csv", "search"} <= kinds:
+            self.problem(name, "csv_file", f"input section [{name}] defines both "
+                                           "path_to_search and csv_file: keep one.")
+        if not is_value:
+            values["interp_order"] = self.interp_order(name, tasks, network)
+            foreground = values["foreground_type"]
+            if foreground not in _FOREGROUND_RULES:
+                self.check_reference(name, "foreground_type", foreground,
+                                     "for the foreground mask", _FOREGROUND_RULES)
+        return values
+
+    def why_not_input(self, name: str, spec: schema.Key) -> str:
+        if "image" in spec.applies_to:
+            return (f"[{name}] sets value_column, so it holds one value per subject, not "
+                    "an image.")
+        if "search" in spec.applies_to:
+            return (f"{spec.name} filters the files found by path_to_search, and [{name}] "
+                    "has no path_to_search.")
+        return f"{spec.name} needs csv_file."
+
+    def interp_order(self, name: str, tasks: dict[str, dict],
+                     network: dict[str, Any]) -> int:
+        """0 for label-like sections; an explicit order > 0 on them is an error."""
+        roles = [f"the target of the segmentation task {task!r}"
+                 for task, values in tasks.items()
+                 if values["type"] == "segmentation" and values["target"] == name]
+        roles += [f"the mask of the task {task!r}" for task, values in tasks.items()
+                  if values["mask"] == name]
+        roles += [f"the foreground mask of [{other}]" for other in self.inputs
+                  if self.explicit(other, "foreground_type") == name]
+        if network["window_sampling"] == "balanced" and network["sampling_map"] == name:
+            roles.append("the label map of the balanced sampler")
+        explicit = self.explicit(name, "interp_order")
+        if roles and explicit is not None and explicit > 0:
+            self.problem(name, "interp_order", invalid_value(
+                name, "interp_order", f"0 (nearest neighbour), because [{name}] is "
+                                      f"{' and '.join(roles)}", explicit))
+        if explicit is not None:
+            return explicit
+        return 0 if roles else 1
+
+    # pass 3 -------------------------------------------------------------------
+    def check_version(self) -> None:
+        version = self.explicit("SYSTEM", "config_version")
+        if version is not None and version > schema.CONFIG_VERSION:
+            self.problem("SYSTEM", "config_version", invalid_value(
+                "SYSTEM", "config_version", f"a version this code reads (at most "
+                                            f"{schema.CONFIG_VERSION})", version,
+                "The config was written for a newer sfg: upgrade sfg."))
+
+    def check_task_list(self, listed: tuple[str, ...]) -> list[str]:
+        sections = [header[5:] for header in self.task_headers]
+        for name in listed:
+            if name not in sections:
+                hint = did_you_mean(name, sections) or "Add the section or remove the name."
+                self.problem("MULTITASK", "tasks", f"[MULTITASK] tasks names {name!r}, but "
+                                                   f"there is no [TASK {name}] section. {hint}")
+        for name in sections:
+            if name not in listed:
+                self.problem(f"TASK {name}", None, f"[TASK {name}] is not listed in "
+                                                   "[MULTITASK] tasks: add it there or delete "
+                                                   "the section.")
+        return [name for name in listed if name in sections]
+
+    def check_inputs(self, inputs: dict[str, dict], images: tuple[str, ...],
+                     tasks: dict[str, dict], network: dict[str, Any]) -> tuple | None:
+        """Checks the roles of the input sections; returns the images' window size."""
+        windows = {}
+        for name in images:
+            if not self.check_reference("MULTITASK", "image", name, "for the image"):
+                continue
+            if inputs[name]["value_column"] is not None:
+                self.problem(name, "value_column", f"[MULTITASK] image lists [{name}], which "
+                                                   "sets value_column: an image section must "
+                                                   "hold images.")
+            elif inputs[name]["spatial_window_size"] is None:
+                self.problem(name, None, f"missing required key [{name}] "
+                                         "spatial_window_size: every image section needs "
+                                         "the window size, e.g. (64, 64, 32).")
+            else:
+                windows[name] = inputs[name]["spatial_window_size"]
+        if len(set(windows.values())) > 1:
+            self.problem("MULTITASK", "image", "the image sections disagree on "
+                                               "spatial_window_size: " + ", ".join(
+                                                   f"[{n}] {w}" for n, w in windows.items()))
+        window = next(iter(windows.values()), None)
+        for task, values in tasks.items():
+            target = inputs.get(values["target"])
+            if target is None:
+                continue
+            header = f"TASK {task}"
+            image_level = target["value_column"] is not None
+            if values["type"] == "segmentation" and image_level:
+                self.problem(header, "target", f"[{header}] target [{values['target']}] is "
+                                               "one value per subject (value_column); a "
+                                               "segmentation target must be a label image.")
+            if values["type"] == "classification" and not image_level:
+                self.problem(header, "target", f"[{header}] target [{values['target']}] is "
+                                               "an image; a classification target is one "
+                                               "class per subject: set csv_file and "
+                                               "value_column in it.")
+            own = target["spatial_window_size"]
+            if window is not None and own is not None and own != window:
+                self.problem(values["target"], "spatial_window_size", invalid_value(
+                    values["target"], "spatial_window_size",
+                    f"the image's window {window} (the section is the target of [{header}])",
+                    own))
+            mask = inputs.get(values["mask"])
+            if mask is not None and mask["value_column"] is not None:
+                self.problem(header, "mask", f"[{header}] mask [{values['mask']}] is one value "
+                                             "per subject (value_column); a mask must be an "
+                                             "image.")
+        sampling_map = inputs.get(network["sampling_map"])
+        if sampling_map is not None and sampling_map["value_column"] is not None:
+            self.problem("NETWORK", "sampling_map", f"[NETWORK] sampling_map names "
+                                                    f"[{network['sampling_map']}], which "
+                                                    "sets value_column; it must be an image.")
+        return window
+
+    def check_sfg(self, sfg: dict[str, Any], groups: int) -> None:
+        for key in ("init", "prior"):
+            value = sfg[key]
+            if not isinstance(value, tuple):
+                continue
+            expected = (f"{groups} probabilities (one per task, then the shared group) "
+                        "summing to 1")
+            if len(value) != groups:
+                self.problem("SFG", key, invalid_value("SFG", key, expected, value,
+                                                       f"It has {len(value)} values."))
+            elif not math.isclose(sum(value), 1.0, abs_tol=1e-6):
+                self.problem("SFG", key, invalid_value("SFG", key, expected, value,
+                                                       f"They sum to {sum(value):g}."))
+        if sfg["sample_per"] == "example" and sfg["impl"] != "reference":
+            self.problem("SFG", "sample_per", "[SFG] sample_per = example needs "
+                                              "impl = reference: the fused implementation "
+                                              "draws one architecture per step.")
+        if sfg["tau_min"] > sfg["tau"]:
+            self.problem("SFG", "tau_min", invalid_value(
+                "SFG", "tau_min", f"a temperature at most tau = {sfg['tau']:g}",
+                sfg["tau_min"]))
+
+    def check_training(self, training: dict[str, Any]) -> None:
+        total = (training["exclude_fraction_for_validation"]
+                 + training["exclude_fraction_for_inference"])
+        if total >= 1:
+            key = "exclude_fraction_for_inference"
+            self.problem("TRAINING", key,
+                         f"[TRAINING] exclude_fraction_for_validation + {key} = {total:g}: "
+                         "they must sum to less than 1 so that subjects are left to train.")
+
+    def check_border(self, border: tuple[int, int, int], window: tuple | None) -> None:
+        if window is not None and any(2 * b >= w for b, w in zip(border, window)):
+            self.problem("INFERENCE", "border", invalid_value(
+                "INFERENCE", "border", f"each value less than half the window {window}",
+                border))
+
+
+def build_settings(raw: RawConfig) -> Settings:
+    problems = Problems(raw.source)
+    typed: dict[str, dict[str, Value]] = {}
+    for header, section in raw.sections.items():
+        try:
+            kind = classify(header)
+        except Invalid as error:
+            problems.add(section.origin, error.hint)
+            continue
+        typed[header] = _typed_section(
+            section, schema.TASK if kind == "task" else schema.FIXED_SECTIONS.get(header,
+                                                                                   schema.INPUT),
+            problems)
+    problems.raise_if_any()
+    return _Resolver(raw, typed).resolve()
