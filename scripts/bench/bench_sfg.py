@@ -1,0 +1,169 @@
+"""Training-step time of the dense network against SFG (fused and reference), side by side.
+
+The dense twin is ``hard_shared`` with the same two heads (the trunk of ``highres3dnet``
+with one 1x1 head per task), so all three networks have the same widths and outputs. Each
+model runs ``--warmup`` steps, then ``--steps`` timed ones, the models taking turns; the
+medians are printed with their ratios to the dense step, the last line being
+``ratio fused/dense: X.XX``.
+
+    flock -x /tmp/sfg_cpu.lock python scripts/bench/bench_sfg.py            # TF, CPU, 48^3
+    python scripts/bench/bench_sfg.py --backend torch --device cuda --window 96 --batch 2
+
+On CPU it must run alone (``flock -x``): timings beside other work mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MODELS = ("dense", "fused", "reference")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("tensorflow", "torch"), default="tensorflow")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--window", type=int, default=48, help="cubic window side (64: 64^3)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", choices=("float32", "mixed_bfloat16"), default="float32")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    parser.add_argument("--layer-scale", type=float, default=1.0)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def configure(args) -> None:
+    """Backend and device are chosen by the environment, before Keras is imported."""
+    os.environ["KERAS_BACKEND"] = args.backend
+    os.environ.setdefault("KERAS_HOME", str(REPO / ".keras_home"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def build_model(name: str, args):
+    import keras
+
+    from sfg_app.layers.grouping import GroupingConfig
+    from sfg_app.networks.hard_shared import HardSharedHighRes3DNet
+    from sfg_app.networks.heads import HeadSpec
+    from sfg_app.networks.highres3dnet import SFGHighRes3DNet
+
+    heads = {"segmentation": HeadSpec("voxel", 4), "synthesis": HeadSpec("voxel", 1)}
+    options = dict(layer_scale=args.layer_scale)
+    if name == "dense":
+        model = HardSharedHighRes3DNet(heads, **options)
+    else:
+        model = SFGHighRes3DNet(heads, grouping=GroupingConfig(impl=name, anneal_rate=1e-4),
+                                seed=args.seed, **options)
+    model.build((args.batch,) + (args.window,) * 3 + (1,))
+    return model, keras.optimizers.Adam(1e-4)
+
+
+def loss_fn(model, outputs, targets):
+    from keras import ops
+
+    total = model.grouping_kl() * 1e-4
+    for task, output in outputs.items():
+        total = total + ops.mean(ops.square(output - targets[task]))
+    return total
+
+
+def make_step(model, optimizer, backend: str):
+    """One training step: forward, loss, gradients, update, returning the loss."""
+    step_variable = getattr(model, "grouping_step", None)
+    variables = model.trainable_variables
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=False)
+        def step(inputs, targets):
+            if step_variable is not None:
+                step_variable.assign(tf.cast(optimizer.iterations, step_variable.dtype))
+            with tf.GradientTape() as tape:
+                loss = loss_fn(model, model(inputs, training=True), targets)
+                scaled = optimizer.scale_loss(loss)
+            optimizer.apply(tape.gradient(scaled, variables), variables)
+            return loss
+
+        return step
+
+    def step(inputs, targets):
+        if step_variable is not None:
+            step_variable.assign(optimizer.iterations)
+        loss = loss_fn(model, model(inputs, training=True), targets)
+        model.zero_grad()
+        optimizer.scale_loss(loss).backward()
+        optimizer.apply([v.value.grad for v in variables], variables)
+        return loss
+
+    return step
+
+
+def time_models(args) -> dict[str, list[float]]:
+    """Step times per model, the models taking turns step by step so that a drift of
+    the machine (clock, caches, allocator) hits all of them alike."""
+    import numpy as np
+    from keras import ops
+
+    rng = np.random.default_rng(args.seed)
+    shape = (args.batch,) + (args.window,) * 3
+    inputs = ops.convert_to_tensor(rng.standard_normal(shape + (1,), np.float32))
+    targets = {"segmentation": ops.convert_to_tensor(rng.random(shape + (4,), np.float32)),
+               "synthesis": ops.convert_to_tensor(rng.standard_normal(shape + (1,),
+                                                                      np.float32))}
+    steps = {name: make_step(*build_model(name, args), args.backend)
+             for name in args.models}
+    sync = _synchroniser(args)
+    times = {name: [] for name in args.models}
+    for i in range(args.warmup + args.steps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            float(ops.convert_to_numpy(step(inputs, targets)))
+            sync()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _synchroniser(args):
+    if args.backend == "torch" and args.device == "cuda":
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configure(args)
+    import keras
+
+    keras.mixed_precision.set_global_policy(args.dtype)
+    keras.utils.set_random_seed(args.seed)
+    print(f"backend {args.backend} on {args.device}, window {args.window}^3, batch "
+          f"{args.batch}, {args.dtype}, layer_scale {args.layer_scale}, 2 tasks; "
+          f"medians of {args.steps} steps after {args.warmup} warm-up steps")
+    medians = {}
+    for name, times in time_models(args).items():
+        medians[name] = statistics.median(times)
+        print(f"{name:>9}: median {medians[name]:.3f} s/step  "
+              f"(steps: {', '.join(f'{t:.3f}' for t in times)})", flush=True)
+    if "dense" in medians:
+        for name in ("reference", "fused"):
+            if name in medians:
+                print(f"ratio {name}/dense: {medians[name] / medians['dense']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The learned assignment of an SFG layer's kernels to groups (Bragman et al. 2019).
+
+Kernel k of a layer has logits theta_k over G = T + 1 groups ordered
+``[task_1, ..., task_T, shared]``; its posterior is q(z_k) = Cat(softmax(theta_k)). A
+training step draws a concrete (Gumbel-softmax) sample: Gumbel noise is added to the
+LOG-probabilities (the authors' code added it to p, which does not sample Cat(p)), then
+divided by the temperature. Straight-through samples are one-hot forward and soft backward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from sfg_app.layers import arguments
+
+MODES = ("train", "map", "sample", "expected")
+CONNECTIVITIES = ("mixed", "separate", "dense")
+IMPLEMENTATIONS = ("fused", "reference")
+SAMPLE_PER = ("step", "example")
+INITS = ("uniform", "dirichlet")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupingConfig:
+    """How every SFG layer of a network samples, anneals and routes its groups.
+
+    The field names are the keys of the config's ``[SFG]`` section. ``anneal_rate = 0``
+    keeps the temperature constant at ``tau``; otherwise
+    ``tau(i) = max(tau_min, tau * exp(-anneal_rate * i))`` for optimiser step ``i``.
+    ``init`` and ``prior`` take a tuple of G probabilities (tasks in order, then shared);
+    its length is checked by ``check_num_groups`` once the number of tasks is known.
+    """
+
+    tau: float = 1.0
+    tau_min: float = 0.05
+    anneal_rate: float = 0.0
+    straight_through: bool = True
+    sample_per: str = "step"
+    learn_probabilities: bool = True
+    init: str | tuple[float, ...] = "uniform"
+    init_alpha: float = 1.0
+    prior: str | tuple[float, ...] = "uniform"
+    connectivity: str = "mixed"
+    impl: str = "fused"
+
+    def __post_init__(self):
+        checked = {
+            "tau": arguments.positive_float(self.tau, "tau"),
+            "tau_min": arguments.positive_float(self.tau_min, "tau_min"),
+            "anneal_rate": arguments.positive_float(self.anneal_rate, "anneal_rate",
+                                                    allow_zero=True),
+            "straight_through": arguments.flag(self.straight_through, "straight_through"),
+            "sample_per": arguments.one_of(self.sample_per, "sample_per", SAMPLE_PER),
+            "learn_probabilities": arguments.flag(self.learn_probabilities,
+                                                  "learn_probabilities"),
+            "init": (arguments.one_of(self.init, "init", INITS) if isinstance(self.init, str)
+                     else arguments.probability_vector(self.init, "init")),
+            "init_alpha": arguments.positive_float(self.init_alpha, "init_alpha"),
+            "prior": (arguments.one_of(self.prior, "prior", ("uniform",))
+                      if isinstance(self.prior, str)
+                      else arguments.probability_vector(self.prior, "prior")),
+            "connectivity": arguments.one_of(self.connectivity, "connectivity",
+                                             CONNECTIVITIES),
+            "impl": arguments.one_of(self.impl, "impl", IMPLEMENTATIONS),
+        }
+        for name, value in checked.items():  # frozen: numbers made float, lists tuples
+            object.__setattr__(self, name, value)
+        if self.tau_min > self.tau:
+            raise arguments.invalid("tau_min", self.tau_min,
+                                    f"a value <= tau (tau={self.tau})")
+        if self.impl == "fused" and self.sample_per == "example":
+            raise arguments.invalid(
+                "impl", self.impl, "'reference' when sample_per='example': per-example "
+                "groups give per-example weights, which one fused convolution cannot "
+                "apply. Set impl='reference' or sample_per='step'")
+
+    def check_num_groups(self, num_groups: int) -> None:
+        """Raises unless the ``init`` and ``prior`` vectors have one entry per group."""
+        for name in ("init", "prior"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and len(value) != num_groups:
+                raise arguments.invalid(
+                    name, value, f"{num_groups} probabilities ({num_groups - 1} tasks, "
+                                 "then the shared group)")
+
+    def temperature(self, step):
+        """tau at optimiser step ``step`` (a tensor or number), as a float32 tensor."""
+        step = ops.cast(step, "float32")
+        return ops.maximum(self.tau_min, self.tau * ops.exp(-self.anneal_rate * step))
+
+    def to_dict(self) -> dict:
+        return {field.name: (list(value) if isinstance(value, tuple) else value)
+                for field in dataclasses.fields(self)
+                for value in [getattr(self, field.name)]}
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "GroupingConfig":
+        config = dict(config)
+        for name in ("init", "prior"):
+            if isinstance(config.get(name), list):
+                config[name] = tuple(config[name])
+        return cls(**config)
+
+
+def connectivity_matrix(connectivity: str, num_groups: int) -> np.ndarray:
+    """The G x G routing ``C[g_in, g_out]`` (1 where group g_in feeds group g_out).
+
+    ``mixed``: task t reads {t, shared}, shared reads {shared} (the paper's);
+    ``separate``: every group reads itself; ``dense``: every group reads all.
+    """
+    arguments.one_of(connectivity, "connectivity", CONNECTIVITIES)
+    if connectivity == "dense":
+        return np.ones((num_groups, num_groups), np.float32)
+    matrix = np.eye(num_groups, dtype=np.float32)
+    if connectivity == "mixed":
+        matrix[-1, :] = 1.0
+    return matrix
+
+
+@keras.saving.register_keras_serializable(package="sfg_app")
+class DirichletLogits(keras.initializers.Initializer):
+    """Logits log(p_k) with p_k ~ Dirichlet(alpha, ..., alpha) drawn per kernel (row).
+
+    Probabilities are floored at 1e-6 so that a small ``alpha`` cannot give -inf logits.
+    """
+
+    def __init__(self, alpha: float = 1.0, seed: int | None = None):
+        self.alpha = arguments.positive_float(alpha, "init_alpha")
+        self.seed = arguments.optional_seed(seed)
+
+    def __call__(self, shape, dtype=None):
+        draws = keras.random.gamma(shape, alpha=self.alpha, dtype="float32",
+                                   seed=self.seed)
+        draws = ops.maximum(draws, 1e-30)
+        probabilities = draws / ops.sum(draws, axis=-1, keepdims=True)
+        return ops.cast(ops.log(ops.maximum(probabilities, 1e-6)), dtype or "float32")
+
+    def get_config(self):
+        return {"alpha": self.alpha, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="sfg_app")
+class FilterGrouping(keras.layers.Layer):
+    """The group posterior of one SFG layer's ``filters`` kernels, and its samples.
+
+    It holds the logits (``(filters, num_groups)``, trainable unless
+    ``grouping.learn_probabilities`` is false) and a seed generator. It is always float32
+    (Gumbel noise and KL in bfloat16 would be too coarse); ``masks`` is cast by its users.
+    Calling it gives p; the network asks it for ``masks`` and ``kl_divergence`` and hands
+    the masks to the convolutions, normalisations and heads that the layer's kernels feed.
+    """
+
+    def __init__(self, filters: int, num_groups: int,
+                 grouping: GroupingConfig | dict | None = None, seed: int | None = None,
+                 **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(dtype="float32", **kwargs)
+        self.filters = arguments.positive_int(filters, "filters")
+        self.num_groups = arguments.positive_int(num_groups, "num_groups")
+        if self.num_groups < 2:
+            raise arguments.invalid("num_groups", num_groups,
+                                    "at least 2 groups (one task and the shared group)")
+        if isinstance(grouping, dict):
+            grouping = GroupingConfig.from_dict(grouping)
+        self.grouping = grouping or GroupingConfig()
+        self.grouping.check_num_groups(self.num_groups)
+        self.seed = arguments.optional_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _initializer(self):
+        init = self.grouping.init
+        if init == "uniform":
+            return "zeros"
+        if init == "dirichlet":
+            return DirichletLogits(self.grouping.init_alpha, self.seed)
+        return keras.initializers.Constant(np.log(np.asarray(init, np.float32)))
+
+    def build(self, input_shape=None):
+        self.logits = self.add_weight(
+            shape=(self.filters, self.num_groups), initializer=self._initializer(),
+            trainable=self.grouping.learn_probabilities, autocast=False, name="logits")
+
+    def call(self, inputs=None):
+        """The probabilities p (``(filters, num_groups)``); ``inputs`` are ignored."""
+        return self.probabilities()
+
+    def compute_output_shape(self, input_shape=None):
+        return (self.filters, self.num_groups)
+
+    def log_probabilities(self):
+        return ops.log_softmax(self.logits, axis=-1)
+
+    def probabilities(self):
+        return ops.softmax(self.logits, axis=-1)
+
+    def kl_divergence(self):
+        """sum_k KL(Cat(p_k) || Cat(prior)), a float32 scalar."""
+        log_p = self.log_probabilities()
+        if self.grouping.prior == "uniform":
+            log_prior = -math.log(self.num_groups)
+        else:
+            log_prior = ops.convert_to_tensor(np.log(np.asarray(self.grouping.prior,
+                                                                np.float32)))
+        return ops.sum(ops.exp(log_p) * (log_p - log_prior))
+
+    def masks(self, mode: str, temperature=None, batch_size=None):
+        """Channel-to-group masks for architecture ``mode``.
+
+        ``(filters, G)``, or ``(batch_size, filters, G)`` for training and sampling when
+        ``grouping.sample_per == 'example'``. ``train``: concrete samples at
+        ``temperature`` (straight-through if configured); ``sample``: one-hot draws from
+        Cat(p); ``map``: one-hot argmax p; ``expected``: p.
+        """
+        arguments.one_of(mode, "mode", MODES)
+        log_p = self.log_probabilities()
+        if mode == "map":
+            return ops.one_hot(ops.argmax(log_p, axis=-1), self.num_groups,
+                               dtype="float32")
+        if mode == "expected":
+            return ops.exp(log_p)
+        shape = (self.filters, self.num_groups)
+        if self.grouping.sample_per == "example":
+            if batch_size is None:
+                raise ValueError("`batch_size` is required when sample_per='example'.")
+            shape = (batch_size,) + shape
+        tiny = float(np.finfo(np.float32).tiny)
+        uniform = keras.random.uniform(shape, minval=tiny, maxval=1.0, dtype="float32",
+                                       seed=self.seed_generator)
+        noisy = log_p - ops.log(-ops.log(uniform))
+        hard = ops.one_hot(ops.argmax(noisy, axis=-1), self.num_groups, dtype="float32")
+        if mode == "sample":
+            return hard
+        if temperature is None:
+            raise ValueError("`temperature` is required in 'train' mode.")
+        soft = ops.softmax(noisy / temperature, axis=-1)
+        if not self.grouping.straight_through:
+            return soft
+        return soft + ops.stop_gradient(hard - soft)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, num_groups=self.num_groups,
+                      grouping=self.grouping.to_dict(), seed=self.seed)
+        return config

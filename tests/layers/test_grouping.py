@@ -1,0 +1,201 @@
+"""The grouping posterior: config checks, temperature, routing, sampling, KL."""
+
+import math
+
+import numpy as np
+import pytest
+from keras import ops
+from scipy import stats
+
+from sfg_app.errors import ConfigError
+from sfg_app.layers.grouping import (DirichletLogits, FilterGrouping, GroupingConfig,
+                                     connectivity_matrix)
+
+
+# -- GroupingConfig -------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(tau=0), r"argument `tau`\. Expected a finite number > 0\. Received tau=0"),
+    (dict(tau=0.5, tau_min=1.0), r"`tau_min`\. Expected a value <= tau \(tau=0\.5\)"),
+    (dict(anneal_rate=-1e-3), r"`anneal_rate`\. Expected a finite number >= 0"),
+    (dict(straight_through="yes"), r"`straight_through`\. Expected True or False"),
+    (dict(sample_per="batch"), r"`sample_per`\. Expected one of 'step', 'example'\. "
+                               r"Received sample_per='batch'"),
+    (dict(sample_per="example"), r"`impl`\. Expected 'reference' when "
+                                 r"sample_per='example'.*Received impl='fused'"),
+    (dict(init="random"), r"`init`\. Expected one of 'uniform', 'dirichlet'"),
+    (dict(init=(0.5, 0.6, 0.1)), r"`init`\. Expected at least two probabilities, each > 0, "
+                                 r"summing to 1"),
+    (dict(prior=(1.0, 0.0)), r"`prior`\. Expected at least two probabilities"),
+    (dict(prior="flat"), r"`prior`\. Expected one of 'uniform'\. Received prior='flat'"),
+    (dict(init_alpha=0.0), r"`init_alpha`\. Expected a finite number > 0"),
+    (dict(connectivity="full"), r"`connectivity`\. Expected one of 'mixed', 'separate', "
+                                r"'dense'"),
+    (dict(impl="fast"), r"`impl`\. Expected one of 'fused', 'reference'"),
+])
+def test_grouping_config_names_the_bad_argument(kwargs, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        GroupingConfig(**kwargs)
+
+
+def test_grouping_config_normalises_vectors_and_round_trips():
+    config = GroupingConfig(init=[0.2, 0.3, 0.5000001], prior=(1 / 3, 1 / 3, 1 / 3),
+                            sample_per="example", impl="reference")
+    assert isinstance(config.init, tuple) and math.isclose(sum(config.init), 1.0)
+    assert GroupingConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match=r"`init`\. Expected 4 probabilities \(3 tasks"):
+        config.check_num_groups(4)
+
+
+def test_temperature_is_constant_or_annealed_to_the_floor():
+    constant = GroupingConfig(tau=0.7)
+    assert float(constant.temperature(10_000)) == pytest.approx(0.7)
+    annealed = GroupingConfig(tau=2.0, tau_min=0.1, anneal_rate=1e-3)
+    for step in (0, 500, 2000):
+        expected = max(0.1, 2.0 * math.exp(-1e-3 * step))
+        assert float(annealed.temperature(step)) == pytest.approx(expected, rel=1e-6)
+    assert float(annealed.temperature(10**6)) == pytest.approx(0.1)
+
+
+def test_connectivity_matrices():
+    np.testing.assert_array_equal(connectivity_matrix("mixed", 3),
+                                  [[1, 0, 0], [0, 1, 0], [1, 1, 1]])
+    np.testing.assert_array_equal(connectivity_matrix("separate", 3), np.eye(3))
+    np.testing.assert_array_equal(connectivity_matrix("dense", 4), np.ones((4, 4)))
+
+
+# -- FilterGrouping -------------------------------------------------------------------
+def test_filter_grouping_generic(check_layer):
+    layer = FilterGrouping(6, 3, GroupingConfig(init="dirichlet", init_alpha=0.5), seed=3,
+                           name="sfg_x")
+    probabilities = check_layer(layer, None, expected_shape=(6, 3), trainable=1)
+    np.testing.assert_allclose(ops.convert_to_numpy(ops.sum(probabilities, -1)), 1.0,
+                               rtol=1e-6)
+    fixed = FilterGrouping(6, 3, GroupingConfig(learn_probabilities=False))
+    check_layer(fixed, None, expected_shape=(6, 3), trainable=0, non_trainable=1)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(filters=0, num_groups=3), r"`filters`\. Expected a strictly positive integer\. "
+                                    r"Received filters=0"),
+    (dict(filters=4, num_groups=1), r"`num_groups`\. Expected at least 2 groups"),
+    (dict(filters=4, num_groups=3, grouping=GroupingConfig(prior=(0.5, 0.5))),
+     r"`prior`\. Expected 3 probabilities \(2 tasks, then the shared group\)"),
+    (dict(filters=4, num_groups=3, seed=-1), r"`seed`\. Expected None or an integer >= 0"),
+])
+def test_filter_grouping_argument_errors(kwargs, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        FilterGrouping(**kwargs)
+
+
+def _built(filters, num_groups, seed=0, **config):
+    layer = FilterGrouping(filters, num_groups, GroupingConfig(**config), seed=seed)
+    layer.build()
+    return layer
+
+
+def test_initialisation_uniform_vector_and_seeded_dirichlet():
+    uniform = _built(5, 3)
+    np.testing.assert_allclose(ops.convert_to_numpy(uniform.probabilities()), 1 / 3)
+    vector = _built(5, 3, init=(0.2, 0.3, 0.5))
+    np.testing.assert_allclose(ops.convert_to_numpy(vector.probabilities()),
+                               np.tile([0.2, 0.3, 0.5], (5, 1)), rtol=1e-6)
+    first, second = (ops.convert_to_numpy(_built(50, 3, seed=7, init="dirichlet")
+                                          .probabilities()) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    assert np.std(first[:, 0]) > 0.05          # kernels differ: a draw per kernel
+    sharp = ops.convert_to_numpy(_built(400, 3, init="dirichlet", init_alpha=0.1)
+                                 .probabilities())
+    flat = ops.convert_to_numpy(_built(400, 3, init="dirichlet", init_alpha=50.0)
+                                .probabilities())
+    assert sharp.max(-1).mean() > 0.8 > 0.5 > flat.max(-1).mean()
+    assert np.isfinite(ops.convert_to_numpy(_built(400, 3, init="dirichlet",
+                                                   init_alpha=0.01).logits)).all()
+
+
+def test_dirichlet_initializer_config():
+    initializer = DirichletLogits(alpha=0.3, seed=2)
+    assert DirichletLogits(**initializer.get_config()).get_config() == {"alpha": 0.3,
+                                                                       "seed": 2}
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0])
+def test_straight_through_samples_follow_the_posterior(temperature):
+    """Hard samples are one-hot and their group frequencies match softmax(logits) at any
+    temperature: the argmax of (log p + Gumbel) / tau is a draw from Cat(p)."""
+    probabilities = (0.1, 0.25, 0.65)
+    layer = _built(4000, 3, seed=11, init=probabilities)
+    counts = np.zeros(3)
+    for _ in range(3):
+        masks = ops.convert_to_numpy(layer.masks("train", temperature))
+        np.testing.assert_allclose(masks, np.round(masks), atol=1e-6)
+        np.testing.assert_allclose(masks.sum(-1), 1.0, atol=1e-6)
+        counts += np.round(masks).sum(0)
+    expected = np.asarray(probabilities) * counts.sum()
+    assert stats.chisquare(counts, expected).pvalue > 1e-3
+
+
+def test_sample_mode_draws_one_hot_from_the_posterior():
+    layer = _built(6000, 3, seed=5, init=(0.5, 0.3, 0.2))
+    masks = ops.convert_to_numpy(layer.masks("sample"))
+    np.testing.assert_array_equal(masks.sum(-1), 1.0)
+    assert stats.chisquare(masks.sum(0), np.array([0.5, 0.3, 0.2]) * 6000).pvalue > 1e-3
+
+
+def test_straight_through_gradient_is_the_soft_gradient(gradients):
+    """Forward one-hot, backward through softmax((log p + g) / tau): the two draws share
+    the seed, so the soft sample is the one whose argmax the hard sample took."""
+    weights = ops.convert_to_tensor(np.arange(12, dtype=np.float32).reshape(4, 3))
+    hard_layer = _built(4, 3, seed=9, init="dirichlet")
+    soft_layer = _built(4, 3, seed=9, init="dirichlet", straight_through=False)
+    hard_grad, = gradients(lambda: ops.sum(hard_layer.masks("train", 0.5) * weights),
+                           [hard_layer.logits])
+    soft_grad, = gradients(lambda: ops.sum(soft_layer.masks("train", 0.5) * weights),
+                           [soft_layer.logits])
+    np.testing.assert_allclose(hard_grad, soft_grad, rtol=1e-5, atol=1e-6)
+    assert np.abs(hard_grad).max() > 0
+
+
+def test_soft_samples_sharpen_as_the_temperature_falls():
+    layer = _built(3000, 4, seed=2, straight_through=False)
+    hot = ops.convert_to_numpy(layer.masks("train", 10.0))
+    cold = ops.convert_to_numpy(layer.masks("train", 0.1))
+    np.testing.assert_allclose(hot.sum(-1), 1.0, rtol=1e-5)
+    assert hot.max(-1).mean() < 0.5 < 0.9 < cold.max(-1).mean()
+
+
+def test_map_expected_and_per_example_masks():
+    layer = _built(5, 3, init=(0.2, 0.2, 0.6))
+    layer.logits.assign(np.log(np.array([[0.7, 0.2, 0.1]] * 2 + [[0.1, 0.1, 0.8]] * 3,
+                                        np.float32)))
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer.masks("map")),
+                                  [[1, 0, 0]] * 2 + [[0, 0, 1]] * 3)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.masks("expected")),
+                               [[0.7, 0.2, 0.1]] * 2 + [[0.1, 0.1, 0.8]] * 3, rtol=1e-6)
+    per_example = _built(5, 3, sample_per="example", impl="reference")
+    masks = ops.convert_to_numpy(per_example.masks("train", 1.0, batch_size=64))
+    assert masks.shape == (64, 5, 3)
+    assert len({m.tobytes() for m in masks}) > 1      # the examples differ
+    with pytest.raises(ValueError, match="`batch_size` is required"):
+        per_example.masks("sample")
+    with pytest.raises(ConfigError, match=r"`mode`\. Expected one of 'train', 'map'"):
+        layer.masks("mean")
+
+
+def test_seeded_draws_repeat_across_layers_and_change_across_steps():
+    first, second = _built(64, 3, seed=4), _built(64, 3, seed=4)
+    a1, a2 = (ops.convert_to_numpy(first.masks("train", 1.0)) for _ in range(2))
+    b1 = ops.convert_to_numpy(second.masks("train", 1.0))
+    np.testing.assert_array_equal(a1, b1)
+    assert not np.array_equal(a1, a2)
+
+
+def test_kl_divergence_to_uniform_and_given_priors():
+    logits = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    for prior in ("uniform", (0.2, 0.3, 0.5)):
+        layer = _built(7, 3, prior=prior)
+        layer.logits.assign(logits)
+        pi = np.full(3, 1 / 3) if prior == "uniform" else np.asarray(prior)
+        expected = float(np.sum(p * (np.log(p) - np.log(pi))))
+        assert float(layer.kl_divergence()) == pytest.approx(expected, rel=1e-5)
+    assert float(_built(7, 3).kl_divergence()) == pytest.approx(0.0, abs=1e-6)
