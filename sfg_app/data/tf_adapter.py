@@ -1,0 +1,105 @@
+"""The training window source as a ``tf.data.Dataset`` (the one TensorFlow file of data).
+
+Windows are computed by the numpy source in a :class:`~sfg_app.data.windows.WindowStream`
+(its own pool of workers and bounded queue: TensorFlow's own threads never run the
+augmentation), handed to ``tf.data`` by a generator, batched and prefetched. Because a
+window is a function of ``(seed, index)`` and the stream yields indices in order, the
+batches are the same for any ``num_threads`` and worker kind.
+
+Usage::
+
+    with TrainingWindows(source, batch_size=2, num_threads=2, queue_length=8) as windows:
+        for batch in windows.dataset.take(steps):
+            ...
+
+Leaving the block (or ``close()``) stops the workers, also those of iterators that were
+abandoned before their end.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import tensorflow as tf
+
+from sfg_app.data.windows import WindowSource, WindowStream, positive_integer
+
+
+def window_signature(source: WindowSource) -> dict:
+    """The ``tf.TensorSpec`` structure of one window of ``source``."""
+    spec = {name: tf.TensorSpec(shape, tf.as_dtype(dtype))
+            for name, (shape, dtype) in source.sections.items()}
+    spec["available"] = {name: tf.TensorSpec((), tf.float32) for name in source.sections}
+    spec["location"] = tf.TensorSpec((6,), tf.int32)
+    spec["subject"] = tf.TensorSpec((), tf.int32)
+    return spec
+
+
+class TrainingWindows:
+    """Batches of windows ``start, start + 1, ...`` as ``self.dataset`` (endless unless
+    ``stop``); batches of exactly ``batch_size`` (a last partial batch is dropped).
+
+    ``num_threads``: workers (0: windows computed in TensorFlow's generator thread).
+    ``queue_length``: windows computed ahead of the batching, at most (default
+    ``max(2 * num_threads, batch_size)``). ``prefetch``: batches TensorFlow keeps ready.
+    ``worker_kind``: ``thread`` or ``process`` (``spawn``ed; give the source a ``disk``
+    cache). On 2 cores they are within 10 % of each other (64^3 and 96^3 windows,
+    ``scripts/bench/bench_pipeline.py``); threads share one GIL, so with many workers
+    (a GPU host) processes scale further.
+    ``start``: the first window index, e.g. ``step * batch_size`` when resuming.
+    """
+
+    def __init__(self, source: WindowSource, *, batch_size: int, num_threads: int = 0,
+                 queue_length: int | None = None, worker_kind: str = "thread",
+                 start: int = 0, stop: int | None = None, prefetch: int = 2):
+        self.source = source
+        self.batch_size = positive_integer(batch_size, "batch_size")
+        self._stream_arguments = dict(
+            start=start, stop=stop, num_threads=num_threads, worker_kind=worker_kind,
+            queue_length=(queue_length if queue_length is not None
+                          else max(2 * num_threads, self.batch_size)))
+        WindowStream(source, **self._stream_arguments).close()  # checks the arguments now
+        self._streams: set[WindowStream] = set()
+        self._lock = threading.Lock()
+        self.dataset = (tf.data.Dataset.from_generator(self._windows,
+                                                       output_signature=window_signature(source))
+                        .batch(self.batch_size, drop_remainder=True)
+                        .prefetch(positive_integer(prefetch, "prefetch", low=0)))
+
+    def _windows(self):
+        stream = WindowStream(self.source, **self._stream_arguments)
+        with self._lock:
+            self._streams.add(stream)
+        try:
+            yield from stream
+        finally:
+            stream.close()
+            with self._lock:
+                self._streams.discard(stream)
+
+    def close(self) -> None:
+        """Stops and joins every worker this dataset started."""
+        with self._lock:
+            streams, self._streams = list(self._streams), set()
+        for stream in streams:
+            stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def validation_windows(source: WindowSource, *, num_windows: int, batch_size: int,
+                       num_threads: int = 0) -> tf.data.Dataset:
+    """The same fixed-size batches at every validation round: windows ``0 .. n - 1`` of
+    ``source`` (give it the validation subjects, no augmenter, a fixed seed), ``n`` being
+    ``num_windows`` rounded up to whole batches. Kept in memory once computed."""
+    batch_size = positive_integer(batch_size, "batch_size")
+    count = -(-positive_integer(num_windows, "num_windows") // batch_size) * batch_size
+    with WindowStream(source, stop=count, num_threads=num_threads) as stream:
+        windows = list(stream)
+    return (tf.data.Dataset.from_generator(lambda: iter(windows),
+                                           output_signature=window_signature(source))
+            .batch(batch_size, drop_remainder=True))
