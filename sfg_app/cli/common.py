@@ -7,6 +7,7 @@ statuses, so the code below it raises and never prints or exits.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -58,6 +59,9 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, --help-config and argument errors
         return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    # The engine runs on TensorFlow whatever backend the shell names for other work.
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from sfg_app.config import load_settings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from sfg_app.cli.common import build_parser, run_command
@@ -19,3 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.report_groups(settings)
 
     return run_command(parser, argv, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 from typing import Sequence
 
 from sfg_app.cli.common import build_parser, run_command
@@ -34,3 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.infer(settings, inputs=args.input, output_dir=args.output)
 
     return run_command(parser, argv, infer)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

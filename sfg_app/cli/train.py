@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from sfg_app.cli.common import build_parser, run_command
@@ -18,3 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.train(settings)
 
     return run_command(parser, argv, train)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

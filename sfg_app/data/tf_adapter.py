@@ -46,16 +46,17 @@ class TrainingWindows:
     cache). On 2 cores they are within 10 % of each other (64^3 and 96^3 windows,
     ``scripts/bench/bench_pipeline.py``); threads share one GIL, so with many workers
     (a GPU host) processes scale further.
-    ``start``: the first window index, e.g. ``step * batch_size`` when resuming.
+    ``start``: the first window index, e.g. ``iteration * batch_size`` when resuming;
+    ``step``: the stride between window indices (one input pipeline's share).
     """
 
     def __init__(self, source: WindowSource, *, batch_size: int, num_threads: int = 0,
                  queue_length: int | None = None, worker_kind: str = "thread",
-                 start: int = 0, stop: int | None = None, prefetch: int = 2):
+                 start: int = 0, stop: int | None = None, step: int = 1, prefetch: int = 2):
         self.source = source
         self.batch_size = positive_integer(batch_size, "batch_size")
         self._stream_arguments = dict(
-            start=start, stop=stop, num_threads=num_threads, worker_kind=worker_kind,
+            start=start, stop=stop, step=step, num_threads=num_threads, worker_kind=worker_kind,
             queue_length=(queue_length if queue_length is not None
                           else max(2 * num_threads, self.batch_size)))
         WindowStream(source, **self._stream_arguments).close()  # checks the arguments now

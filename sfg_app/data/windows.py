@@ -168,7 +168,10 @@ WORKER_KINDS = ("thread", "process")
 
 
 class WindowStream:
-    """Windows ``start, start + 1, ...`` (to ``stop``, or without end) in index order.
+    """Windows ``start, start + step, ...`` (below ``stop``, or without end) in order.
+
+    ``step`` > 1 gives one input pipeline of a distributed run its own share of the
+    sequence: pipeline ``p`` of ``n`` takes ``start = first + p, step = n``.
 
     ``num_threads`` workers compute them (0: in the calling thread) and at most
     ``queue_length`` windows are ever computed ahead of the consumer, which bounds the
@@ -179,11 +182,12 @@ class WindowStream:
     """
 
     def __init__(self, source: WindowSource, *, start: int = 0, stop: int | None = None,
-                 num_threads: int = 0, queue_length: int | None = None,
+                 step: int = 1, num_threads: int = 0, queue_length: int | None = None,
                  worker_kind: str = "thread"):
         self.source = source
         self.next_index = positive_integer(start, "start", low=0)
         self.stop = None if stop is None else positive_integer(stop, "stop", low=0)
+        self.step = positive_integer(step, "step")
         workers = positive_integer(num_threads, "num_threads", low=0)
         if worker_kind not in WORKER_KINDS:
             raise ConfigError(f"Invalid value for argument `worker_kind`. Expected one of "
@@ -217,21 +221,21 @@ class WindowStream:
         if self.stop is not None and self.next_index >= self.stop:
             raise StopIteration
         if self._executor is None:
-            self.next_index += 1
-            return self.source(self.next_index - 1)
+            self.next_index += self.step
+            return self.source(self.next_index - self.step)
         self._top_up()
         future = self._pending.popleft()
-        self.next_index += 1
+        self.next_index += self.step
         self._top_up()  # the freed place goes to a worker while the consumer waits
         return future.result()
 
     def _top_up(self):
-        end = self.next_index + self.queue_length
+        end = self.next_index + self.queue_length * self.step
         if self.stop is not None:
             end = min(end, self.stop)
         while self._submitted < end and self._executor is not None:
             self._pending.append(self._executor.submit(self._compute, self._submitted))
-            self._submitted += 1
+            self._submitted += self.step
 
     def close(self) -> None:
         executor, self._executor = self._executor, None

@@ -143,6 +143,20 @@ def test_stream_yields_the_same_windows_for_any_worker_count(threads):
         assert_windows_equal(a, b)
 
 
+@pytest.mark.parametrize("threads", [0, 2])
+def test_strided_streams_share_the_sequence_between_pipelines(threads):
+    source = make_source()
+    streams = [WindowStream(source, start=4 + p, stop=16, step=3, num_threads=threads)
+               for p in range(3)]
+    got = {}
+    for p, stream in enumerate(streams):
+        with stream:
+            got.update({4 + p + 3 * k: window for k, window in enumerate(stream)})
+    assert sorted(got) == list(range(4, 16))
+    for index, window in got.items():
+        assert_windows_equal(window, source(index))
+
+
 def test_stream_computes_at_most_queue_length_ahead():
     counting = CountingSource(make_source())
     stream = WindowStream(counting, num_threads=2, queue_length=3)

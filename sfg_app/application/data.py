@@ -1,0 +1,262 @@
+"""Settings -> the data engine: which sections play which role, subjects, split, windows.
+
+A section's role follows from how the config uses it, never from a flag the user must
+keep in step: `[MULTITASK] image` sections are the network's input; segmentation
+targets, masks, the label map of `balanced` sampling and foreground-mask sections hold
+labels (nearest-neighbour resampling, integer values); sections with `value_column` hold
+one value per subject; every other used section (a regression target, a probability
+map) is an image. Input sections nothing uses are not read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from sfg_app.data.augmentation import Augmenter, IntensityAugmentation, SpatialAugmentation
+from sfg_app.data.cache import VolumeCache
+from sfg_app.data.dataset import (SectionSource, SubjectFiles, find_subjects,
+                                  load_or_make_split, subjects_in_phase)
+from sfg_app.data.preprocessing import (PreprocessedSubject, Preprocessor, SectionSpec,
+                                        check_label_values)
+from sfg_app.data.windows import WindowSource
+from sfg_app.errors import ConfigError, DataError
+from sfg_app.registry import SAMPLERS
+
+FOREGROUND_METHODS = ("none", "otsu", "threshold", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class SectionRoles:
+    images: tuple[str, ...]
+    labels: frozenset[str]
+    values: frozenset[str]
+    used: tuple[str, ...]
+    optional: frozenset[str]
+
+    @property
+    def volumes(self) -> tuple[str, ...]:
+        return tuple(name for name in self.used if name not in self.values)
+
+
+def section_roles(settings, tasks: dict) -> SectionRoles:
+    inputs, network = settings.inputs, settings.network
+    images = tuple(settings.multitask.image)
+    labels, required, optional_targets = set(), set(images), set()
+    for task in tasks.values():
+        if task.mask:
+            labels.add(task.mask)
+            required.add(task.mask)
+        if settings.tasks[task.name].type == "segmentation":
+            labels.add(task.target)
+        (optional_targets if task.optional_target else required).add(task.target)
+    sampling_map = sampling_map_section(settings, tasks)
+    if sampling_map:
+        required.add(sampling_map)
+        if network.window_sampling == "balanced":
+            labels.add(sampling_map)
+    for name in list(required | optional_targets):
+        foreground = inputs[name].foreground_type
+        if foreground not in FOREGROUND_METHODS:
+            labels.add(foreground)
+            required.add(foreground)
+    used = tuple(name for name in inputs if name in required | optional_targets)
+    values = frozenset(name for name in used if inputs[name].value_column)
+    return SectionRoles(images=images, labels=frozenset(labels), values=values, used=used,
+                        optional=frozenset(optional_targets - required))
+
+
+def sampling_map_section(settings, tasks: dict) -> str | None:
+    """`[NETWORK] sampling_map`, or for `balanced` the first segmentation target."""
+    network = settings.network
+    if network.sampling_map:
+        return network.sampling_map
+    if network.window_sampling == "balanced":
+        for name, task in tasks.items():
+            if settings.tasks[name].type == "segmentation":
+                return task.target
+        raise ConfigError("[NETWORK] window_sampling = balanced draws windows with an equal "
+                          "chance per label class, but no task is a segmentation and "
+                          "sampling_map is not set. Set [NETWORK] sampling_map to a label "
+                          "section, or choose another window_sampling.")
+    return None
+
+
+class DataPlan:
+    """The dataset of a run as the data engine sees it, made from the settings once."""
+
+    def __init__(self, settings, tasks: dict):
+        self.settings = settings
+        self.tasks = tasks
+        self.roles = section_roles(settings, tasks)
+        image = settings.inputs[self.roles.images[0]]
+        self.window_size = tuple(image.spatial_window_size)
+        self._check_one_grid()
+
+    def _check_one_grid(self) -> None:
+        reference = self.roles.images[0]
+        grid = {key: getattr(self.settings.inputs[reference], key) for key in ("pixdim", "axcodes")}
+        for name in self.roles.volumes:
+            for key, value in grid.items():
+                own = getattr(self.settings.inputs[name], key)
+                if own is not None and own != value:
+                    raise ConfigError(
+                        f"[{name}] {key} = {own}, but the image section [{reference}] has "
+                        f"{key} = {value}: every section of a subject is put on the image "
+                        f"section's grid. Set {key} on [{reference}] only.")
+
+    # -- files and split ----------------------------------------------------------------
+    def sources(self) -> list[SectionSource]:
+        sources = []
+        for name in self.roles.used:
+            section = self.settings.inputs[name]
+            sources.append(SectionSource(
+                name=name, path_to_search=tuple(str(p) for p in section.path_to_search or ()),
+                filename_contains=tuple(section.filename_contains or ()),
+                filename_not_contains=tuple(section.filename_not_contains or ()),
+                filename_removefromid=section.filename_removefromid,
+                csv_file=None if section.csv_file is None else str(section.csv_file),
+                value_column=section.value_column, optional=name in self.roles.optional))
+        return sources
+
+    @functools.cached_property
+    def subjects(self) -> list[SubjectFiles]:
+        return find_subjects(self.sources())
+
+    @functools.cached_property
+    def split(self) -> dict[str, str]:
+        system, training = self.settings.system, self.settings.training
+        return load_or_make_split(
+            str(system.dataset_split_file), [s.subject_id for s in self.subjects],
+            training.exclude_fraction_for_validation, training.exclude_fraction_for_inference,
+            system.seed)
+
+    def phase(self, phase: str) -> list[SubjectFiles]:
+        """The subjects of `phase` (training, validation, inference), or all of them."""
+        if phase == "all":
+            return list(self.subjects)
+        return subjects_in_phase(self.subjects, self.split, phase)
+
+    # -- preprocessing --------------------------------------------------------------------
+    @functools.cached_property
+    def preprocessor(self) -> Preprocessor:
+        settings, network = self.settings, self.settings.network
+        specs = []
+        for name in self.roles.volumes:
+            section = settings.inputs[name]
+            specs.append(SectionSpec(
+                name=name, kind="label" if name in self.roles.labels else "image",
+                loader=section.loader, interp_order=section.interp_order,
+                match_space=section.match_space, normalisation=section.normalisation,
+                foreground_type=section.foreground_type,
+                foreground_threshold=section.foreground_threshold,
+                intensity_window=section.intensity_window,
+                percentile_clip=section.percentile_clip,
+                cutoff=tuple(network.cutoff), norm_type=network.norm_type))
+        image = settings.inputs[self.roles.images[0]]
+        return Preprocessor(
+            specs, pixdim=image.pixdim, axcodes=image.axcodes,
+            volume_padding_size=tuple(network.volume_padding_size),
+            volume_padding_mode=network.volume_padding_mode,
+            histogram_ref_file=str(network.histogram_ref_file),
+            reference_section=self.roles.images[0])
+
+    def fit_intensity_references(self) -> None:
+        """Learn histogram landmarks on the training split, once; later runs reuse them."""
+        preprocessor = self.preprocessor
+        if preprocessor.histogram_sections and not os.path.exists(
+                preprocessor.histogram_ref_file):
+            preprocessor.fit_histograms(self.phase("training"))
+
+    def preprocess(self, subject: SubjectFiles, sections=None) -> PreprocessedSubject:
+        """One subject on the image grid, its labels checked against the tasks' classes.
+
+        `sections`: only these (e.g. the image sections at inference, where targets may
+        not exist).
+        """
+        if sections is not None:
+            subject = dataclasses.replace(subject, paths={
+                k: v for k, v in subject.paths.items() if k in sections})
+        processed = self.preprocessor(subject)
+        for task in self.tasks.values():
+            num_classes = getattr(task, "num_classes", None)
+            if num_classes and task.target in processed.arrays:
+                check_label_values(processed.arrays[task.target], num_classes,
+                                   subject.paths[task.target])
+        return processed
+
+    def _arrays(self, subject: SubjectFiles) -> dict[str, np.ndarray]:
+        processed = self.preprocess(subject)
+        arrays = dict(processed.arrays)
+        for name, value in processed.values.items():
+            arrays[name] = np.atleast_1d(np.asarray(value, np.float32))
+        return arrays
+
+    def volumes(self, phase: str) -> VolumeCache:
+        """The preprocessed subjects of `phase`, preprocessed once and kept by `[NETWORK] cache`."""
+        subjects = self.phase(phase)
+        if not subjects:
+            raise DataError(f"The {phase} split of {self.settings.system.dataset_split_file} "
+                            "has no subject.")
+        folder = os.path.join(str(self.settings.system.model_dir), "cache", phase)
+        return VolumeCache(lambda i: self._arrays(subjects[i]), len(subjects),
+                           cache=self.settings.network.cache, folder=folder,
+                           fingerprint=self._fingerprint(subjects))
+
+    def _fingerprint(self, subjects) -> str:
+        """What the preprocessed volumes depend on: the settings that shape them and
+        the input files (path, size, modification time)."""
+        settings = self.settings.to_dict()
+        relevant = {name: settings[name] for name in self.roles.used}
+        relevant["NETWORK"] = {k: settings["NETWORK"][k] for k in (
+            "volume_padding_size", "volume_padding_mode", "cutoff", "norm_type")}
+        files = []
+        for subject in subjects:
+            for name, path in sorted(subject.paths.items()):
+                stat = os.stat(path)
+                files.append([subject.subject_id, name, path, stat.st_size, stat.st_mtime_ns])
+        text = json.dumps([relevant, files], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    # -- windows ----------------------------------------------------------------------------
+    def sampler(self):
+        network = self.settings.network
+        return SAMPLERS.get(network.window_sampling)(
+            self.window_size, sampling_map=sampling_map_section(self.settings, self.tasks),
+            label_sections=tuple(self.roles.labels))
+
+    def augmenter(self) -> Augmenter | None:
+        training = self.settings.training
+        spatial = None
+        if (training.random_flipping_axes or training.rotation_angle
+                or training.scaling_percentage or training.do_elastic_deformation):
+            spatial = SpatialAugmentation(
+                random_flipping_axes=tuple(training.random_flipping_axes),
+                flip_probability=training.flip_probability,
+                rotation_angle=training.rotation_angle,
+                scaling_percentage=training.scaling_percentage,
+                do_elastic_deformation=training.do_elastic_deformation,
+                num_ctrl_points=training.num_ctrl_points,
+                deformation_sigma=training.deformation_sigma,
+                proportion_to_deform=training.proportion_to_deform)
+        intensity = None
+        if training.bias_field_range or training.gamma_range or training.noise_std:
+            intensity = IntensityAugmentation(
+                bias_field_range=training.bias_field_range, bf_order=training.bf_order,
+                gamma_range=training.gamma_range, noise_std=training.noise_std)
+        if spatial is None and intensity is None:
+            return None
+        return Augmenter(spatial=spatial, intensity=intensity,
+                         image_sections=self.roles.images, label_sections=self.roles.labels)
+
+    def window_source(self, phase: str, seed: int, augment: bool) -> WindowSource:
+        training = self.settings.training
+        return WindowSource(self.volumes(phase), sampler=self.sampler(),
+                            augmenter=self.augmenter() if augment else None,
+                            label_sections=self.roles.labels,
+                            sample_per_volume=training.sample_per_volume, seed=seed)

@@ -1,0 +1,171 @@
+"""One subject's grid inference: its windows, the blending per task, the files written.
+
+The engine runs the network over `batches()` and hands every batch's decoded outputs to
+`add()`; `write()` blends them into volumes on the preprocessed grid, takes each back to
+the input's own grid (padding, resampling and reorientation undone) and writes it with
+the input's affine and header, through a temporary file and a rename.
+
+Per task and subject, in `[INFERENCE] save_seg_dir` (or `--output`):
+- segmentation: `<subject>_<task>` labels; with `save_probabilities`, `<subject>_<task>_prob`
+  (one channel per class);
+- voxel regression: `<subject>_<task>` values in the target's units;
+- in `sample` mode also `<subject>_<task>_var`: the variance across the sampled
+  architectures (regression: of the values; segmentation: summed over the classes);
+- image-level tasks: one row per subject in `<task>.csv`.
+Probabilities are only held as a full volume per class when something needs them
+(probabilities asked for, resampling back through them, or variances); otherwise labels
+are blended straight into one integer volume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+import numpy as np
+
+from sfg_app.data.aggregators import ImageAggregator, VoxelAggregator
+from sfg_app.data.preprocessing import PreprocessedSubject, undo
+from sfg_app.errors import DataError
+from sfg_app.io.atomic import atomic_write_text
+from sfg_app.io.formats import split_extension
+from sfg_app.io.writers import write_image
+
+OUTPUT_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+class SubjectInference:
+    def __init__(self, subject: PreprocessedSubject, *, plan, tasks: dict, image_sections,
+                 output_dir: str, blending: str, with_variance: bool, spatial_dims: int,
+                 protected_paths=()):
+        self.subject = subject
+        self.subject_id = subject.subject_id
+        self.plan = plan
+        self.tasks = tasks
+        self.image_sections = tuple(image_sections)
+        self.output_dir = output_dir
+        self.spatial_dims = spatial_dims
+        self.protected = {os.path.realpath(p) for p in protected_paths}
+        source_ext = split_extension(subject.record.source.path)[1]
+        self.extension = source_ext if source_ext in OUTPUT_EXTENSIONS else ".nii.gz"
+        self.aggregators: dict[str, dict[str, object]] = {}
+        for name, task in tasks.items():
+            self.aggregators[name] = self._aggregators(task, blending, with_variance)
+
+    def _aggregators(self, task, blending: str, with_variance: bool) -> dict:
+        channels = task.head_channels
+        if task.head_kind == "image":
+            chosen = {"mean": ImageAggregator(self.plan, channels=channels)}
+            if with_variance:
+                chosen["variance"] = ImageAggregator(self.plan, channels=channels)
+            return chosen
+        classes = getattr(task, "num_classes", None)
+        need_probabilities = classes and (
+            task.save_probabilities or with_variance
+            or (self.subject.record.resampled and task.output_interp_order > 0))
+        output = "values" if not classes else (
+            "probabilities" if need_probabilities else "labels")
+        chosen = {"mean": VoxelAggregator(self.plan, channels=channels, output=output,
+                                          blending=blending)}
+        if with_variance:
+            chosen["variance"] = VoxelAggregator(self.plan, channels=channels,
+                                                 output="values", blending=blending)
+        return chosen
+
+    # -- the engine's side ----------------------------------------------------------------
+    def batches(self, batch_size: int):
+        """`(network input (B, *window, C), locations)` over the subject's windows."""
+        arrays = {name: self.subject.arrays[name] for name in self.image_sections}
+        for windows, locations in self.plan.batches(arrays, batch_size):
+            image = np.concatenate([windows[name] for name in self.image_sections], axis=-1)
+            if self.spatial_dims == 2:
+                image = image[:, :, :, 0, :]
+            yield image.astype(np.float32, copy=False), locations
+
+    def add(self, mean: dict, variance: dict | None, locations) -> None:
+        for name, aggregators in self.aggregators.items():
+            aggregators["mean"].add(self._windows(mean[name]), locations)
+            if "variance" in aggregators:
+                aggregators["variance"].add(self._windows(variance[name]), locations)
+
+    def _windows(self, batch):
+        batch = np.asarray(batch, np.float32)
+        if self.spatial_dims == 2 and batch.ndim == 4:
+            batch = batch[:, :, :, None, :]
+        return batch
+
+    # -- results ------------------------------------------------------------------------------
+    def write(self) -> list[str]:
+        os.makedirs(self.output_dir, exist_ok=True)
+        written = []
+        for name, aggregators in self.aggregators.items():
+            task = self.tasks[name]
+            if task.head_kind == "image":
+                written.append(self._write_row(task, aggregators))
+                continue
+            mean = aggregators["mean"].result()
+            if getattr(task, "num_classes", None):
+                written.extend(self._write_segmentation(task, aggregators["mean"].output, mean))
+            else:
+                written.append(self._write_volume(f"{name}", self._undo(mean, task),
+                                                  np.float32))
+            if "variance" in aggregators:
+                variance = aggregators["variance"].result()
+                if getattr(task, "num_classes", None):
+                    variance = variance.sum(axis=-1, keepdims=True)
+                written.append(self._write_volume(f"{name}_var",
+                                                  self._undo(variance, task, order=1),
+                                                  np.float32))
+        return written
+
+    def _write_segmentation(self, task, output: str, mean: np.ndarray) -> list[str]:
+        written = []
+        if output == "labels":
+            labels = self._undo(mean, task, order=0)
+        else:
+            probabilities = self._undo(mean, task)
+            labels = probabilities.argmax(axis=-1)[..., None].astype(np.int32)
+            if task.save_probabilities:
+                written.append(self._write_volume(f"{task.name}_prob", probabilities,
+                                                  np.float32))
+        written.insert(0, self._write_volume(task.name, labels, None))
+        return written
+
+    def _undo(self, volume: np.ndarray, task, order: int | None = None) -> np.ndarray:
+        return undo(volume, self.subject.record,
+                    task.output_interp_order if order is None else order)
+
+    def _write_volume(self, suffix: str, data: np.ndarray, dtype) -> str:
+        path = os.path.join(self.output_dir, f"{self.subject_id}_{suffix}{self.extension}")
+        if os.path.realpath(path) in self.protected:
+            raise DataError(f"The output {path} would overwrite an input image. Choose "
+                            "another output folder ([INFERENCE] save_seg_dir or --output).")
+        source = self.subject.record.source
+        return write_image(path, data, source.affine, like=source, dtype=dtype)
+
+    def _write_row(self, task, aggregators) -> str:
+        """One row per subject in `<task>.csv`, rewritten whole (temporary file + rename)."""
+        values = list(aggregators["mean"].result())
+        path = os.path.join(self.output_dir, f"{task.name}.csv")
+        rows = {}
+        if os.path.exists(path):
+            with open(path, newline="") as handle:
+                rows = {row[0]: row for row in csv.reader(handle)}
+        header = ["subject_id"] + [f"{task.name}_{i}" for i in range(len(values))]
+        if getattr(task, "num_classes", None):
+            header.append("label")
+            values.append(int(np.argmax(values)))
+        if "variance" in aggregators:
+            variance = aggregators["variance"].result()
+            header += [f"{task.name}_{i}_var" for i in range(len(variance))]
+            values.extend(variance)
+        rows.pop("subject_id", None)
+        rows[self.subject_id] = [self.subject_id] + [f"{v:.6g}" for v in values]
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(header)
+        for key in sorted(rows):
+            writer.writerow(rows[key])
+        atomic_write_text(path, text.getvalue())
+        return path

@@ -1,0 +1,230 @@
+"""The multi-task application: one network, one head and loss per `[TASK]` section.
+
+It says what a run computes: the network named by `[NETWORK] name` with a head per
+task (an SFG network also grows one specialist group per task), the objective of
+`../shared/design/SFG.md` (weighted task losses + kl_weight * KL of the groupings +
+decay * ||W||^2), the windows of the data engine, and the outputs written per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+
+import keras
+from keras import ops
+
+from sfg_app.application.base import Application
+from sfg_app.application.data import DataPlan
+from sfg_app.application.inference import SubjectInference
+from sfg_app.application.tasks import build_tasks, head_specs
+from sfg_app.data.dataset import SubjectFiles, subject_id_from_name
+from sfg_app.data.samplers.grid import GridSampler
+from sfg_app.errors import DataError
+from sfg_app.io.readers import load_image
+from sfg_app.layers.grouping import GroupingConfig
+from sfg_app.registry import NETWORKS, OPTIMISERS
+from sfg_app.tasks.weighting import UncertaintyWeighting, fixed_weighting
+
+
+@keras.saving.register_keras_serializable(package="sfg_app")
+class FixedWeighting(keras.layers.Layer):
+    """`sum_t w_t L_t` with the fixed `[TASK] weight`s: the objective of `weighting = fixed`.
+
+    A layer with no weights, so that both weightings are called alike by the objective.
+    """
+
+    def __init__(self, weights: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.task_weights = {name: float(w) for name, w in weights.items()}
+
+    def call(self, losses):
+        return fixed_weighting(losses, self.task_weights)
+
+    def get_config(self):
+        return dict(super().get_config(), weights=self.task_weights)
+
+
+class MultiTaskApplication(Application):
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.tasks = build_tasks(settings)
+        self.data = DataPlan(settings, self.tasks)
+        self.spatial_dims = 2 if self.data.window_size[2] == 1 else 3
+        self._open: list = []
+
+    # -- the network and the objective ------------------------------------------------
+    @functools.cached_property
+    def input_channels(self) -> int:
+        """Channels of the network input: the image sections' channels, from the data."""
+        subjects = self.data.subjects
+        return sum(load_image(subjects[0].paths[name],
+                              self.settings.inputs[name].loader).num_channels
+                   for name in self.data.roles.images)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        window = self.data.window_size[:self.spatial_dims]
+        return tuple(window) + (self.input_channels,)
+
+    def build_network(self):
+        settings, network = self.settings, self.settings.network
+        network_class = NETWORKS.get(network.name)
+        options = dict(heads=head_specs(self.tasks), layer_scale=network.layer_scale,
+                       activation=network.activation_function, norm_layer=network.norm_layer)
+        parameters = inspect.signature(network_class).parameters
+        if "grouping" in parameters:
+            sfg = settings.sfg
+            options["grouping"] = GroupingConfig(**{
+                field.name: getattr(sfg, field.name)
+                for field in dataclasses.fields(GroupingConfig)})
+            options["seed"] = settings.system.seed
+        model = network_class(**options)
+        model(ops.zeros((1,) + self.input_shape))  # creates the weights
+        return model
+
+    def build_objective(self):
+        if self.settings.multitask.weighting == "uncertainty":
+            objective = UncertaintyWeighting(list(self.tasks))
+        else:
+            objective = FixedWeighting({name: task.weight for name, task in self.tasks.items()})
+        objective.build(None)
+        return objective
+
+    def build_optimizer(self):
+        from sfg_app.engine.optimisers import learning_rate
+
+        training = self.settings.training
+        rate = learning_rate(training.lr, training.lr_schedule, training.max_iter,
+                             training.lr_decay_rate, training.lr_decay_steps,
+                             training.warmup_iter)
+        return OPTIMISERS.get(training.optimiser)(rate, training.gradient_clip_norm)
+
+    def group_names(self) -> list[str]:
+        return list(self.tasks) + ["shared"]
+
+    # -- the computation -------------------------------------------------------------------
+    def _spatial(self, tensor):
+        """A window batch `(B, X, Y, Z, C)` as the network sees it (Z dropped in 2D)."""
+        if self.spatial_dims == 2 and len(tensor.shape) == 5:
+            return tensor[:, :, :, 0, :]
+        return tensor
+
+    def network_inputs(self, batch):
+        images = [ops.cast(batch[name], "float32") for name in self.data.roles.images]
+        image = images[0] if len(images) == 1 else ops.concatenate(images, axis=-1)
+        return self._spatial(image)
+
+    def compute_loss(self, model, objective, outputs, batch):
+        losses, logs = {}, {}
+        for name, task in self.tasks.items():
+            target = self._spatial(batch[task.target])
+            mask = self._spatial(batch[task.mask]) if task.mask else None
+            available = batch["available"][task.target]
+            losses[name] = task.loss(target, outputs[name], mask, available)
+            logs[f"{name}_loss"] = losses[name]
+            for metric, value in task.metrics(target, outputs[name], mask, available).items():
+                logs[f"{name}_{metric}"] = value
+        total = objective(losses)
+        kl_weight = self.settings.sfg.kl_weight
+        if kl_weight and hasattr(model, "grouping_kl"):
+            kl = model.grouping_kl()
+            logs["kl"] = kl
+            total = total + kl_weight * kl
+        decay = self.settings.network.decay
+        if decay:
+            kernels = [v for v in model.trainable_weights if v.path.endswith("kernel")]
+            total = total + decay * ops.sum(
+                ops.stack([ops.sum(ops.square(ops.cast(k, "float32"))) for k in kernels]))
+        return total, logs
+
+    def decode_outputs(self, outputs):
+        """What inference blends: probabilities of class tasks, values of the others."""
+        decoded = {}
+        for name, task in self.tasks.items():
+            parts = task.decode(outputs[name])
+            decoded[name] = parts["probabilities"] if "probabilities" in parts \
+                else parts["values"]
+        return decoded
+
+    # -- data ---------------------------------------------------------------------------------
+    def training_dataset(self, batch_size, first_window, shard_index=0, shard_count=1):
+        from sfg_app.data.tf_adapter import TrainingWindows
+
+        self.data.fit_intensity_references()
+        source = self.data.window_source("training", self.settings.system.seed, augment=True)
+        windows = TrainingWindows(
+            source, batch_size=batch_size, num_threads=self.settings.system.num_threads,
+            queue_length=self.settings.network.queue_length,
+            start=first_window + shard_index, step=shard_count)
+        self._open.append(windows)
+        return windows.dataset
+
+    def validation_dataset(self, batch_size, shard_index=0, shard_count=1):
+        if not self.data.phase("validation"):
+            return None
+        from sfg_app.data.tf_adapter import validation_windows
+
+        training = self.settings.training
+        source = self.data.window_source(
+            "validation", self.settings.system.seed + 1 + shard_index, augment=False)
+        return validation_windows(source, num_windows=training.validation_max_iter * batch_size,
+                                  batch_size=batch_size)
+
+    def close(self) -> None:
+        while self._open:
+            self._open.pop().close()
+
+    # -- inference ------------------------------------------------------------------------
+    def inference_files(self, inputs=None) -> list[SubjectFiles]:
+        """The subjects of `[INFERENCE] dataset_to_infer`, or groups of `inputs` files
+        (one file per image section, in the order of `[MULTITASK] image`)."""
+        subjects = (self.data.phase(self.settings.inference.dataset_to_infer)
+                    if inputs is None else self._files_as_subjects(inputs))
+        if not subjects:
+            raise DataError(
+                f"No subject to infer: the {self.settings.inference.dataset_to_infer!r} split "
+                f"of {self.settings.system.dataset_split_file} is empty. Set [TRAINING] "
+                "exclude_fraction_for_inference, [INFERENCE] dataset_to_infer, or give "
+                "files with --input.")
+        return subjects
+
+    def inference_subjects(self, subjects: list[SubjectFiles], output_dir=None):
+        """A `SubjectInference` per subject, preprocessed when the engine reaches it."""
+        images = self.data.roles.images
+        inference = self.settings.inference
+        output_dir = str(output_dir or inference.save_seg_dir)
+        sampler = self.data.sampler() if self.settings.network.window_sampling == "resize" \
+            else GridSampler(self.data.window_size, inference.border)
+        protected = [path for subject in subjects for path in subject.paths.values()]
+        for subject in subjects:
+            processed = self.data.preprocess(subject, sections=images)
+            plan = (sampler.inference_plan(processed.arrays)
+                    if hasattr(sampler, "inference_plan") else sampler.plan(processed.arrays))
+            yield SubjectInference(
+                processed, plan=plan, tasks=self.tasks, image_sections=images,
+                output_dir=output_dir, blending=inference.blending,
+                with_variance=inference.architecture == "sample",
+                spatial_dims=self.spatial_dims, protected_paths=protected)
+
+    def _files_as_subjects(self, inputs) -> list[SubjectFiles]:
+        images = self.data.roles.images
+        files = [os.fspath(path) for path in inputs]
+        if len(files) % len(images):
+            raise DataError(
+                f"--input takes one file per image section ({', '.join(images)}) for each "
+                f"subject, in that order: {len(images)} file(s) a subject. Received "
+                f"{len(files)} file(s).")
+        subjects = []
+        for first in range(0, len(files), len(images)):
+            group = files[first:first + len(images)]
+            source = next(s for s in self.data.sources() if s.name == images[0])
+            subject_id = subject_id_from_name(os.path.basename(group[0]), source)
+            subjects.append(SubjectFiles(subject_id=subject_id, paths=dict(zip(images, group)),
+                                         values={}))
+        self.__dict__["input_channels"] = sum(
+            load_image(path, self.settings.inputs[name].loader).num_channels
+            for name, path in subjects[0].paths.items())
+        return subjects

@@ -1,0 +1,164 @@
+"""What `sfg_train`, `sfg_infer`, `sfg_eval` and `sfg_groups` do with validated settings."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import numpy as np
+
+from sfg_app.config import save_settings
+from sfg_app.engine.inference import InferenceDriver, InferencePlan
+from sfg_app.engine.state import TrainingPlan
+from sfg_app.engine.training import TrainingDriver
+from sfg_app.errors import ConfigError, DataError
+from sfg_app.registry import APPLICATIONS
+
+SETTINGS_FILE = "settings.yaml"
+GROUPING_FOLDER = "grouping"
+HISTORY_FILE = "grouping_history.csv"
+
+
+def make_application(settings):
+    return APPLICATIONS.get(settings.system.application)(settings)
+
+
+def train(settings) -> None:
+    """Train (resuming when model_dir has checkpoints), then report the grouping."""
+    model_dir = str(settings.system.model_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    save_settings(settings, os.path.join(model_dir, SETTINGS_FILE))
+    application = make_application(settings)
+    state = TrainingDriver(application, TrainingPlan.from_settings(settings)).run()
+    if state.chief and state.model.grouping_probabilities():
+        _write_grouping(application, state.model, model_dir, state.iteration)
+
+
+def infer(settings, inputs=None, output_dir=None) -> list[str]:
+    """Grid inference on the `dataset_to_infer` split, or on the `inputs` files."""
+    application = make_application(settings)
+    subjects = application.inference_files(inputs)
+    driver = InferenceDriver(application, InferencePlan.from_settings(settings))
+    written = driver.run(application.inference_subjects(subjects, output_dir))
+    print(f"Inference with the checkpoint of iteration {driver.iteration} "
+          f"({settings.inference.architecture} architecture): {len(written)} file(s) in "
+          f"{output_dir or settings.inference.save_seg_dir}", file=sys.stderr)
+    return written
+
+
+def report_groups(settings) -> dict:
+    """The learned grouping of each SFG layer: YAML, bar chart, and history plot."""
+    application = make_application(settings)
+    driver = InferenceDriver(application, InferencePlan.from_settings(settings))
+    model = driver.load_model()
+    if not model.grouping_probabilities():
+        raise ConfigError(f"[NETWORK] name = {settings.network.name} has no SFG layers: "
+                          "sfg_groups reports the grouping of an SFG network such as "
+                          "sfg_highres3dnet or sfg_vgg.")
+    summary = _write_grouping(application, model, str(settings.system.model_dir),
+                              driver.iteration)
+    print(_grouping_table(summary, application.group_names()))
+    return summary
+
+
+def _write_grouping(application, model, model_dir: str, iteration: int) -> dict:
+    from sfg_app.evaluation.grouping import plot_history, read_history, write_grouping_report
+
+    folder = os.path.join(model_dir, GROUPING_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    summary = write_grouping_report(model.grouping_probabilities(),
+                                    application.group_names(), folder, step=iteration)
+    history = os.path.join(model_dir, HISTORY_FILE)
+    if os.path.exists(history):
+        plot_history(read_history(history), os.path.join(folder, "grouping_history.png"))
+    print(f"Grouping report in {folder}", file=sys.stderr)
+    return summary
+
+
+def _grouping_table(summary: dict, groups: list[str]) -> str:
+    header = ["layer", "kernels"] + [f"{g} %" for g in groups]
+    rows = [[layer, str(entry["kernels"])] +
+            [f"{100 * entry['fraction'][g]:.0f}" for g in groups]
+            for layer, entry in summary.items()]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header] + rows)
+
+
+def evaluate(settings) -> list[dict]:
+    """Metrics of the written outputs against the targets, per subject and task."""
+    from sfg_app.application.inference import OUTPUT_EXTENSIONS
+    from sfg_app.evaluation.metrics import evaluate_subject, summary_table, write_metrics
+    from sfg_app.io.readers import load_image
+
+    application = make_application(settings)
+    output_dir = str(settings.inference.save_seg_dir)
+    rows = []
+    for subject in application.data.phase(settings.inference.dataset_to_infer):
+        for name, task in application.tasks.items():
+            kind = settings.tasks[name].type
+            if task.target not in subject.paths and task.target not in subject.values:
+                continue  # an optional target this subject lacks
+            if task.head_kind == "image":
+                predicted = _predicted_value(output_dir, name, subject.subject_id, kind)
+                truth = np.atleast_1d(subject.values[task.target])
+                metrics = evaluate_subject(kind, predicted, truth)
+            else:
+                path = _output_path(output_dir, subject.subject_id, name, OUTPUT_EXTENSIONS)
+                prediction = load_image(path)
+                truth = _on_grid(load_image(subject.paths[task.target]), prediction,
+                                 order=0 if kind == "segmentation" else 1)
+                mask = None
+                if task.mask:
+                    mask = _on_grid(load_image(subject.paths[task.mask]), prediction, order=0).data
+                metrics = evaluate_subject(
+                    kind, prediction.data, truth.data, mask=mask,
+                    spacing=tuple(prediction.spacing), num_classes=getattr(task, "num_classes", None))
+            rows.append({"subject": subject.subject_id, "task": name, **metrics})
+    if not rows:
+        raise DataError(f"Nothing to evaluate in the {settings.inference.dataset_to_infer!r} "
+                        "split: no subject has a target.")
+    folder = str(settings.evaluation.save_csv_dir)
+    os.makedirs(folder, exist_ok=True)
+    write_metrics(rows, os.path.join(folder, "metrics.csv"),
+                  os.path.join(folder, "summary.txt"))
+    print(summary_table(rows))
+    print(f"Per-subject metrics in {os.path.join(folder, 'metrics.csv')}", file=sys.stderr)
+    return rows
+
+
+def _output_path(folder: str, subject_id: str, task: str, extensions) -> str:
+    for extension in extensions:
+        path = os.path.join(folder, f"{subject_id}_{task}{extension}")
+        if os.path.exists(path):
+            return path
+    raise DataError(f"No output of task {task!r} for subject {subject_id!r} in {folder}. "
+                    "Run sfg_infer with the same config first.")
+
+
+def _predicted_value(folder: str, task: str, subject_id: str, kind: str) -> np.ndarray:
+    path = os.path.join(folder, f"{task}.csv")
+    if os.path.exists(path):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["subject_id"] == subject_id:
+                    if kind == "classification":
+                        return np.array([float(row["label"])])
+                    return np.array([float(v) for k, v in row.items()
+                                     if k.startswith(f"{task}_") and not k.endswith("_var")])
+    raise DataError(f"No output of task {task!r} for subject {subject_id!r} in {path}. "
+                    "Run sfg_infer with the same config first.")
+
+
+def _on_grid(image, reference, order: int):
+    """`image` on `reference`'s voxel grid (resampled only when the grids differ)."""
+    from sfg_app.data.preprocessing import resample
+    from sfg_app.io.geometry import same_space
+    from sfg_app.io.image import Image
+
+    if same_space(image.spatial_shape, image.affine, reference.spatial_shape, reference.affine):
+        return image
+    mapping = np.linalg.inv(image.affine) @ reference.affine
+    data = resample(image.data, mapping[:3, :3], mapping[:3, 3], reference.spatial_shape, order)
+    return Image(data=data, affine=reference.affine, path=image.path, header=None,
+                 metadata=image.metadata)
