@@ -4,6 +4,13 @@ TensorFlow writes a checkpoint's data under a temporary name and renames it, the
 rewrites the small `checkpoint` index file atomically, so a run killed while saving
 leaves the previous checkpoint intact. Workers other than the chief write to a scratch
 folder that is deleted: every worker must take part in a save, only one copy is kept.
+
+A Keras layer or model is saved as the map of its variables by path (below its own
+name), not through its own trackable children: TensorFlow's object tracking does not see
+the layers a subclassed Keras 3 model keeps in lists or dicts, so a
+`tf.train.Checkpoint(model=model)` of such a network held none of their weights (measured:
+1 of 125 variables of an SFG-HighRes3DNet restored). Keys below the model's own name also
+survive Keras' renaming of a second instance in one process (`sfg_high_res3d_net_1`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import re
 import shutil
 import tempfile
 
+import keras
 import tensorflow as tf
 
 from sfg_app.errors import TrainingError
@@ -31,7 +39,9 @@ class CheckpointStore:
                  **trackables):
         self.directory = checkpoint_dir(model_dir)
         self.chief = chief
-        self.checkpoint = tf.train.Checkpoint(**trackables)
+        self.checkpoint = tf.train.Checkpoint(**{
+            name: variables_by_path(value) if isinstance(value, keras.layers.Layer) else value
+            for name, value in trackables.items()})
         target = self.directory if chief else tempfile.mkdtemp(prefix="sfg_worker_ckpt_")
         self._manager = tf.train.CheckpointManager(
             self.checkpoint, target, max_to_keep=max_to_keep, checkpoint_name=CHECKPOINT_NAME)
@@ -53,12 +63,32 @@ class CheckpointStore:
         restores the network of a training checkpoint, not its optimiser).
         """
         path, found = _checkpoint_path(self.directory, iteration)
-        status = self.checkpoint.restore(path)
-        if partial:
-            status.expect_partial()
-        else:
+        try:
+            status = self.checkpoint.restore(path)
+            if partial:
+                status.expect_partial()
             status.assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:  # a variable missing, or its shape
+            raise TrainingError(
+                f"The checkpoint {path} does not fit the network built from the config "
+                f"({' '.join(str(error).split())[:300]}). The network's settings ([NETWORK], "
+                "[SFG], [MULTITASK], [TASK] sections) and the image channels must be those "
+                "it was trained with (see settings.yaml in its model_dir); or point [SYSTEM] "
+                "model_dir at another run.") from None
         return found
+
+
+def variables_by_path(layer: keras.layers.Layer) -> dict:
+    """Every variable of `layer` keyed by its path inside the layer."""
+    prefix = (layer.path or layer.name) + "/"
+    found = {}
+    for variable in layer.weights:
+        key = variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+        if key in found:
+            raise ValueError(f"Two variables of layer `{layer.name}` share the path {key!r}: "
+                             "give its sublayers distinct names.")
+        found[key] = variable
+    return found
 
 
 def available_iterations(directory: str) -> list[int]:
