@@ -114,8 +114,10 @@ NETWORK = SectionSchema(
     key("layer_scale", _POSITIVE, 1.0, "Multiplier of every layer's number of kernels."),
     key("activation_function", Choice("relu", "leaky_relu", "elu", "prelu"), "relu",
         "Activation after each convolution."),
-    key("norm_layer", Choice("batch", "instance", "none"), "batch",
-        "Normalisation after each convolution (per group in SFG layers)."),
+    key("norm_layer", Choice("batch", "instance", "none"), "instance",
+        "Normalisation after each convolution (per group in SFG layers). With batch, an "
+        "SFG network's moving statistics average over the architectures sampled in "
+        "training, and can misfit the one used in map, sample or expected mode."),
     key("decay", Float(0), 0.0, "Weight decay lambda: lambda * ||W||^2 is added to the "
         "loss."),
     key("window_sampling", Registered(registry.SAMPLERS), "uniform",

@@ -33,7 +33,7 @@ class MultiTaskNetwork(keras.Model):
     head_kinds: tuple[str, ...] = ("voxel", "image")
 
     def __init__(self, heads, layer_scale: float = 1.0, activation: str = "relu",
-                 norm_layer: str = "batch", **kwargs):
+                 norm_layer: str = "instance", **kwargs):
         super().__init__(**kwargs)
         self.head_specs = check_heads(heads)
         self.task_names = list(self.head_specs)
