@@ -34,9 +34,12 @@ class FixedWeighting(keras.layers.Layer):
     """`sum_t w_t L_t` with the fixed `[TASK] weight`s: the objective of `weighting = fixed`.
 
     A layer with no weights, so that both weightings are called alike by the objective.
+    float32 whatever the dtype policy: a layer casts its inputs to its compute dtype, and
+    float16 losses would round (bfloat16) or overflow (a loss above 65504 in float16).
     """
 
     def __init__(self, weights: dict, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.task_weights = {name: float(w) for name, w in weights.items()}
 

@@ -56,6 +56,10 @@ class CheckpointStore:
             shutil.rmtree(os.path.dirname(path), ignore_errors=True)
         return path
 
+    def path(self, iteration: int = -1) -> str:
+        """The checkpoint of `iteration` (-1: the latest); a TrainingError if there is none."""
+        return _checkpoint_path(self.directory, iteration)[0]
+
     def restore(self, iteration: int = -1, partial: bool = False) -> int:
         """Load the checkpoint of `iteration` (-1: the latest) and return its iteration.
 
@@ -68,13 +72,15 @@ class CheckpointStore:
             if partial:
                 status.expect_partial()
             status.assert_existing_objects_matched()
-        except (AssertionError, ValueError) as error:  # a variable missing, or its shape
+        # A variable missing, its shape, or its dtype (an optimiser saved by position).
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
             raise TrainingError(
                 f"The checkpoint {path} does not fit the network built from the config "
                 f"({' '.join(str(error).split())[:300]}). The network's settings ([NETWORK], "
                 "[SFG], [MULTITASK], [TASK] sections) and the image channels must be those "
-                "it was trained with (see settings.yaml in its model_dir); or point [SYSTEM] "
-                "model_dir at another run.") from None
+                "it was trained with, and to resume training its [TRAINING] optimiser and "
+                "[SYSTEM] mixed_precision (see settings.yaml in its model_dir); or point "
+                "[SYSTEM] model_dir at another run.") from None
         return found
 
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from sfg_app.config import save_settings
+from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan
 from sfg_app.engine.training import TrainingDriver
@@ -37,9 +38,12 @@ def train(settings) -> None:
 
 def infer(settings, inputs=None, output_dir=None) -> list[str]:
     """Grid inference on the `dataset_to_infer` split, or on the `inputs` files."""
+    plan = InferencePlan.from_settings(settings)
+    # An untrained model_dir fails before the data are read (and a split file written).
+    CheckpointStore(str(plan.model_dir)).path(plan.inference_iter)
     application = make_application(settings)
     subjects = application.inference_files(inputs)
-    driver = InferenceDriver(application, InferencePlan.from_settings(settings))
+    driver = InferenceDriver(application, plan)
     written = driver.run(application.inference_subjects(subjects, output_dir))
     print(f"Inference with the checkpoint of iteration {driver.iteration} "
           f"({settings.inference.architecture} architecture): {len(written)} file(s) in "

@@ -38,6 +38,26 @@ def rmsprop(learning_rate, gradient_clip_norm: float = 0.0):
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")
+class ConstantSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`lr` at every step.
+
+    A float learning rate is an optimiser variable and a schedule is not, so a checkpoint
+    of one could not be restored into the other (the optimiser's variables are saved by
+    position). As a schedule it is never saved: a resumed run takes `lr` and
+    `lr_schedule` from its config, whatever the checkpoint was trained with.
+    """
+
+    def __init__(self, lr: float):
+        self.lr = float(lr)
+
+    def __call__(self, step):
+        return ops.convert_to_tensor(self.lr, "float32")
+
+    def get_config(self):
+        return {"lr": self.lr}
+
+
+@keras.saving.register_keras_serializable(package="sfg_app")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to the schedule's value over `warmup_iter` steps.
 
@@ -74,13 +94,13 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def learning_rate(lr: float, schedule: str, max_iter: int, decay_rate: float,
                   decay_steps: int, warmup_iter: int):
-    """The learning rate of `[TRAINING]`: a float, or a schedule of the step counter.
+    """The learning rate of `[TRAINING]`: a schedule of the step counter.
 
     `cosine` decays to zero at `max_iter`; `exponential` multiplies by `decay_rate` every
     `decay_steps` smoothly, `step` in stairs.
     """
     if schedule == "constant":
-        rate = lr
+        rate = ConstantSchedule(lr)
     elif schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, max_iter))
     elif schedule in ("exponential", "step"):

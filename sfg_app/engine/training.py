@@ -69,10 +69,12 @@ class TrainingDriver:
             return 0
         if plan.starting_iter == -1 and not found:
             return 0
-        # A checkpoint holds the optimiser's learning rate too; the config's value wins,
-        # so that resuming with a changed `lr` does what the config says.
+        # A float learning rate is an optimiser variable, which the checkpoint holds too;
+        # the config's value wins, so that resuming with a changed `lr` does what the
+        # config says. (A schedule is not saved, and its value is not settable.)
         configured = state.optimizer.learning_rate
-        configured = None if callable(configured) else float(to_numpy(configured))
+        configured = (float(to_numpy(configured)) if isinstance(configured, keras.Variable)
+                      else None)
         iteration = store.restore(plan.starting_iter)
         if configured is not None:
             state.optimizer.learning_rate = configured
@@ -97,8 +99,11 @@ class TrainingDriver:
                     loss = optimizer.scale_loss(loss)
             gradients = tape.gradient(loss, variables)
             if scaled:
-                # LossScaleOptimizer unscales in apply; the norm is logged unscaled.
+                # LossScaleOptimizer unscales in apply; the norm is logged unscaled. It
+                # skips a step whose scaled gradients overflowed (and lowers the scale):
+                # that step applies nothing, and logs a norm of 0, not a divergence.
                 norm = tf.linalg.global_norm(gradients) / optimizer.dynamic_scale
+                norm = tf.where(tf.math.is_finite(norm), norm, tf.zeros_like(norm))
             else:
                 norm = tf.linalg.global_norm(gradients)
             optimizer.apply_gradients(zip(gradients, variables))
@@ -133,8 +138,12 @@ class TrainingDriver:
             while state.iteration < plan.max_iter:
                 logs = train_step(next(batches))
                 state.logs = {k: float(v) for k, v in logs.items()}
-                state.iteration = int(to_numpy(state.optimizer.iterations))
+                iteration = int(to_numpy(state.optimizer.iterations))
+                skipped = iteration == state.iteration  # by loss scaling (see above)
+                state.iteration = iteration
                 _check_finite(state)
+                if skipped:
+                    continue
                 for handler in active:
                     handler.on_step_end(state)
         except KeyboardInterrupt:
