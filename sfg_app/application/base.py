@@ -38,9 +38,13 @@ class Application:
         """
         raise NotImplementedError
 
+    def has_validation_data(self) -> bool:
+        """Whether `validation_dataset` has anything to give (checked before building it)."""
+        return False
+
     def validation_dataset(self, batch_size: int, shard_index: int = 0, shard_count: int = 1):
-        """A finite dataset of fixed validation batches, or None when there is none."""
-        return None
+        """A finite dataset of fixed validation batches."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release data workers and files; the drivers call it when a run ends."""

@@ -165,9 +165,10 @@ class MultiTaskApplication(Application):
         self._open.append(windows)
         return windows.dataset
 
+    def has_validation_data(self) -> bool:
+        return bool(self.data.phase("validation"))
+
     def validation_dataset(self, batch_size, shard_index=0, shard_count=1):
-        if not self.data.phase("validation"):
-            return None
         from sfg_app.data.tf_adapter import validation_windows
 
         training = self.settings.training

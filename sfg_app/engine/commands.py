@@ -95,6 +95,11 @@ def evaluate(settings) -> list[dict]:
     from sfg_app.evaluation.metrics import evaluate_subject, summary_table, write_metrics
     from sfg_app.io.readers import load_image
 
+    split_file = str(settings.system.dataset_split_file)
+    if not os.path.exists(split_file):
+        raise DataError(f"No split file {split_file}: nothing was trained or inferred in "
+                        f"{settings.system.model_dir}. Run sfg_train and sfg_infer with the "
+                        "same config first.")
     application = make_application(settings)
     output_dir = str(settings.inference.save_seg_dir)
     rows = []

@@ -79,7 +79,7 @@ class ValidationHandler(Handler):
         from sfg_app.engine.training import distributed_dataset
 
         plan = state.plan
-        if self.application.validation_dataset(plan.batch_size) is None:
+        if not self.application.has_validation_data():
             print("Validation is off: the split has no validation subjects (set "
                   "[TRAINING] exclude_fraction_for_validation).", file=sys.stderr)
             return

@@ -219,8 +219,8 @@ class FilterGrouping(keras.layers.Layer):
         arguments.one_of(mode, "mode", MODES)
         log_p = self.log_probabilities()
         if mode == "map":
-            return ops.one_hot(ops.argmax(log_p, axis=-1), self.num_groups,
-                               dtype="float32")
+            return ops.one_hot(ops.argmax(log_p + self._tie_break(), axis=-1),
+                               self.num_groups, dtype="float32")
         if mode == "expected":
             return ops.exp(log_p)
         shape = (self.filters, self.num_groups)
@@ -241,6 +241,19 @@ class FilterGrouping(keras.layers.Layer):
         if not self.grouping.straight_through:
             return soft
         return soft + ops.stop_gradient(hard - soft)
+
+    def _tie_break(self):
+        """A nudge of 1e-6 in log-probability towards group ``k mod G`` for kernel k.
+
+        Where a kernel's most probable groups tie (uniform fixed probabilities, or a
+        network before training), ``map`` would put every kernel in the first group,
+        leaving the other tasks' heads nothing to read; the nudge deals tied kernels out
+        in turn instead, and changes no argmax that a real difference decides.
+        """
+        kernels = np.arange(self.filters)[:, None]
+        groups = np.arange(self.num_groups)[None, :]
+        return ops.convert_to_tensor(
+            1e-6 * ((kernels % self.num_groups) == groups).astype(np.float32))
 
     def get_config(self):
         config = super().get_config()

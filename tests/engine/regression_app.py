@@ -35,6 +35,9 @@ class RegressionApplication(Application):
         return (tf.data.Dataset.range(start, start + 10**9, shard_count).map(window)
                 .batch(batch_size, drop_remainder=True))
 
+    def has_validation_data(self):
+        return True
+
     def validation_dataset(self, batch_size, shard_index=0, shard_count=1):
         return self.training_dataset(batch_size, 10**6, shard_index, shard_count).take(2)
 

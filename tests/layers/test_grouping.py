@@ -181,6 +181,16 @@ def test_map_expected_and_per_example_masks():
         layer.masks("mean")
 
 
+def test_regression_map_deals_tied_kernels_out_in_turn():
+    # With tied probabilities (fixed uniform ones, or before training) map once put every
+    # kernel in the first group: every other task's head read no channel at all.
+    layer = _built(7, 3)
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer.masks("map")).argmax(-1),
+                                  [0, 1, 2, 0, 1, 2, 0])
+    layer.logits.assign(np.log(np.array([[0.3, 0.4, 0.3]] * 7, np.float32)))
+    assert (ops.convert_to_numpy(layer.masks("map")).argmax(-1) == 1).all()
+
+
 def test_seeded_draws_repeat_across_layers_and_change_across_steps():
     first, second = _built(64, 3, seed=4), _built(64, 3, seed=4)
     a1, a2 = (ops.convert_to_numpy(first.masks("train", 1.0)) for _ in range(2))
