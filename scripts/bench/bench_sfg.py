@@ -35,6 +35,8 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
     parser.add_argument("--layer-scale", type=float, default=1.0)
+    parser.add_argument("--norm", choices=("instance", "batch", "none"), default="instance",
+                        help="norm_layer of every model (the config's default: instance)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -58,7 +60,7 @@ def build_model(name: str, args):
     from sfg_app.networks.highres3dnet import SFGHighRes3DNet
 
     heads = {"segmentation": HeadSpec("voxel", 4), "synthesis": HeadSpec("voxel", 1)}
-    options = dict(layer_scale=args.layer_scale)
+    options = dict(layer_scale=args.layer_scale, norm_layer=args.norm)
     if name == "dense":
         model = HardSharedHighRes3DNet(heads, **options)
     else:
