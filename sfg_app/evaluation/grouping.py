@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from sfg_app.errors import DataError
-from sfg_app.evaluation.files import write_atomic, write_text_atomic
+from sfg_app.io.atomic import atomic_path, atomic_write_text
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the Agg backend)
@@ -76,8 +76,8 @@ def write_grouping_yaml(summary: Mapping, path: str | os.PathLike,
     ``layers``, the summary itself. ``read_grouping_yaml`` gives that document back."""
     document = {} if step is None else {"step": int(step)}
     document.update(groups=_groups(summary), layers={k: dict(v) for k, v in summary.items()})
-    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None)
-    return write_text_atomic(path, text)
+    atomic_write_text(path, yaml.safe_dump(document, sort_keys=False, default_flow_style=None))
+    return Path(path)
 
 
 def read_grouping_yaml(path: str | os.PathLike) -> dict:
@@ -102,9 +102,11 @@ def _group_colours(groups: Sequence[str]) -> dict[str, tuple]:
 
 def _save_figure(figure, path: str | os.PathLike) -> Path:
     try:
-        return write_atomic(path, lambda name: figure.savefig(name, format="png", dpi=120))
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=120)
     finally:
         plt.close(figure)
+    return Path(path)
 
 
 def plot_grouping(summary: Mapping, path: str | os.PathLike, title: str | None = None) -> Path:

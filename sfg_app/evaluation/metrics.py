@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from sfg_app.errors import DataError
-from sfg_app.evaluation.files import write_text_atomic
+from sfg_app.io.atomic import atomic_write_text
 
 TASK_TYPES = ("segmentation", "regression", "classification")
 
@@ -314,6 +314,6 @@ def write_metrics(rows: Sequence[Mapping], csv_path: str | os.PathLike,
     writer.writeheader()
     writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()}
                      for row in rows)
-    write_text_atomic(csv_path, buffer.getvalue())
+    atomic_write_text(csv_path, buffer.getvalue())
     if summary_path is not None:
-        write_text_atomic(summary_path, summary_table(rows))
+        atomic_write_text(summary_path, summary_table(rows))
