@@ -58,6 +58,11 @@ class Application:
         """`(total, logs)`: the scalar to minimise and named scalars to log."""
         raise NotImplementedError
 
+    def summary_images(self, batch, outputs) -> dict:
+        """`{name: (N, H, W, 1) images in [0, 1]}` of a batch and its outputs, for
+        TensorBoard; none by default."""
+        return {}
+
     def group_names(self) -> list[str]:
         """Names of the SFG groups, in the network's order."""
         return []

@@ -143,6 +143,24 @@ class MultiTaskApplication(Application):
                 ops.stack([ops.sum(ops.square(ops.cast(k, "float32"))) for k in kernels]))
         return total, logs
 
+    def summary_images(self, batch, outputs) -> dict:
+        """The middle slice (along z) of the first window: the image channels, and per
+        voxel task its target and its prediction (labels for class tasks), each scaled
+        to [0, 1]."""
+        images = {}
+        image = self.network_inputs(batch)
+        for channel in range(image.shape[-1]):
+            images[f"image_{channel}"] = _slice(image[..., channel:channel + 1])
+        for name, task in self.tasks.items():
+            if task.head_kind != "voxel":
+                continue
+            target = self._spatial(batch[task.target])
+            decoded = task.decode(outputs[name])
+            prediction = decoded.get("labels", decoded.get("values"))
+            images[f"{name}/target"] = _slice(ops.cast(target[..., :1], "float32"))
+            images[f"{name}/prediction"] = _slice(ops.cast(prediction[..., :1], "float32"))
+        return images
+
     def decode_outputs(self, outputs):
         """What inference blends: probabilities of class tasks, values of the others."""
         decoded = {}
@@ -232,3 +250,14 @@ class MultiTaskApplication(Application):
             load_image(path, self.settings.inputs[name].loader).num_channels
             for name, path in subjects[0].paths.items())
         return subjects
+
+
+def _slice(volume):
+    """`(B, X, Y[, Z], 1)` -> the first example's middle z slice as `(1, Y, X, 1)` in
+    [0, 1], the last y row on top (anterior up when the grid is RAS), for TensorBoard."""
+    picture = volume[:1]
+    if len(picture.shape) == 5:
+        picture = picture[:, :, :, picture.shape[3] // 2, :]
+    picture = ops.flip(ops.transpose(picture, (0, 2, 1, 3)), axis=1)
+    low, high = ops.min(picture), ops.max(picture)
+    return (picture - low) / ops.maximum(high - low, 1e-6)

@@ -64,7 +64,9 @@ class ValidationHandler(Handler):
 
     The network runs in inference mode (moving normalisation statistics) and, for SFG
     networks, in `map` architecture: the validation loss is that of the network that
-    inference will use. The same windows are used each time so that curves compare.
+    inference will use. The same windows are used each time so that curves compare. The
+    chief also writes the application's images of the first validation batch (input,
+    targets, predictions) to TensorBoard.
     """
 
     def __init__(self, application, every_n: int, max_batches: int):
@@ -74,6 +76,7 @@ class ValidationHandler(Handler):
         self._step = None
         self._dataset = None
         self._writer = None
+        self._image_batch = None
 
     def on_start(self, state):
         from sfg_app.engine.training import distributed_dataset
@@ -102,6 +105,7 @@ class ValidationHandler(Handler):
         if state.chief:
             self._writer = tf.summary.create_file_writer(
                 os.path.join(plan.model_dir, "logs", "validation"))
+            self._image_batch = next(iter(self.application.validation_dataset(1).take(1)))
 
     def on_step_end(self, state):
         if self._step is None or state.iteration % self.every_n:
@@ -114,6 +118,7 @@ class ValidationHandler(Handler):
                 for key, value in self._step(batch).items():
                     totals[key] = totals.get(key, 0.0) + float(value)
                 count += 1
+            images = self._images(state.model)
         finally:
             set_architecture(state.model, "train")
         if not count:
@@ -124,7 +129,16 @@ class ValidationHandler(Handler):
             with self._writer.as_default(step=state.iteration):
                 for key, value in means.items():
                     tf.summary.scalar(key, value)
+                for name, image in images.items():
+                    tf.summary.image(name, image)
             self._writer.flush()
+
+    def _images(self, model) -> dict:
+        if self._writer is None:
+            return {}
+        batch = self._image_batch
+        outputs = model(self.application.network_inputs(batch), training=False)
+        return self.application.summary_images(batch, outputs)
 
 
 class SummaryHandler(Handler):

@@ -134,6 +134,13 @@ def test_train_kill_resume_infer_evaluate(project):
     assert abs(float(state.model.temperature()) - expected_tau) < 1e-5
     assert os.path.exists(model_dir / "settings.yaml")
     assert (model_dir / "grouping_history.csv").exists()
+    import tensorflow as tf
+
+    tags = {value.tag for path in (model_dir / "logs" / "validation").glob("events.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value}
+    assert {"organs_loss", "synth_ct_mae", "image_0", "organs/target", "organs/prediction",
+            "synth_ct/prediction"} <= tags
 
     written = commands.infer(settings)
     split = dict(line.strip().split(",") for line in open(model_dir / "dataset_split.csv")
