@@ -10,6 +10,7 @@ distribution, and the per-voxel mean and variance of the decoded outputs are han
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 import numpy as np
@@ -73,8 +74,9 @@ class InferenceDriver:
             for image, locations in subject.batches(self.plan.batch_size):
                 mean, variance = _moments(predict, image, samples)
                 subject.add(mean, variance, locations)
-            written.extend(subject.write())
-            print(f"{subject.subject_id}: wrote {len(written)} file(s) so far",
+            files = subject.write()
+            written.extend(files)
+            print(f"{subject.subject_id}: {', '.join(os.path.basename(f) for f in files)}",
                   file=sys.stderr, flush=True)
         return written
 
