@@ -96,6 +96,7 @@ class DataPlan:
         self.roles = section_roles(settings, tasks)
         image = settings.inputs[self.roles.images[0]]
         self.window_size = tuple(image.spatial_window_size)
+        self._volumes: dict[str, VolumeCache] = {}
         self._check_one_grid()
 
     def _check_one_grid(self) -> None:
@@ -198,7 +199,13 @@ class DataPlan:
         return arrays
 
     def volumes(self, phase: str) -> VolumeCache:
-        """The preprocessed subjects of `phase`, preprocessed once and kept by `[NETWORK] cache`."""
+        """The preprocessed subjects of `phase`, preprocessed once and kept by `[NETWORK] cache`
+        (one cache per phase for the plan's life, whichever sources read it)."""
+        if phase not in self._volumes:
+            self._volumes[phase] = self._new_volumes(phase)
+        return self._volumes[phase]
+
+    def _new_volumes(self, phase: str) -> VolumeCache:
         subjects = self.phase(phase)
         if not subjects:
             raise DataError(f"The {phase} split of {self.settings.system.dataset_split_file} "

@@ -239,13 +239,14 @@ class MultiTaskApplication(Application):
                 f"--input takes one file per image section ({', '.join(images)}) for each "
                 f"subject, in that order: {len(images)} file(s) a subject. Received "
                 f"{len(files)} file(s).")
+        source = next(s for s in self.data.sources() if s.name == images[0])
         subjects = []
         for first in range(0, len(files), len(images)):
             group = files[first:first + len(images)]
-            source = next(s for s in self.data.sources() if s.name == images[0])
             subject_id = subject_id_from_name(os.path.basename(group[0]), source)
             subjects.append(SubjectFiles(subject_id=subject_id, paths=dict(zip(images, group)),
                                          values={}))
+        # The network's input channels come from these files, not from the dataset's.
         self.__dict__["input_channels"] = sum(
             load_image(path, self.settings.inputs[name].loader).num_channels
             for name, path in subjects[0].paths.items())
