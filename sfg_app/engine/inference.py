@@ -87,6 +87,8 @@ def _moments(predict, image, samples: int):
     Welford's update keeps one running mean and one sum of squares per output, so K
     samples cost no more memory than two.
     """
+    if samples == 1:
+        return tf.nest.map_structure(np.asarray, predict(image)), None
     mean, squares = None, None
     for k in range(1, samples + 1):
         outputs = tf.nest.map_structure(lambda t: np.asarray(t, np.float64), predict(image))
@@ -98,7 +100,5 @@ def _moments(predict, image, samples: int):
         mean = tf.nest.map_structure(lambda m, d: m + d / k, mean, delta)
         squares = tf.nest.map_structure(lambda s, d, x, m: s + d * (x - m),
                                         squares, delta, outputs, mean)
-    if samples == 1:
-        return mean, None
     variance = tf.nest.map_structure(lambda s: s / samples, squares)
     return mean, variance
