@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from sfg_app import runtime
 from sfg_app.config import save_settings
 from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
@@ -30,6 +31,9 @@ def train(settings) -> None:
     model_dir = str(settings.system.model_dir)
     os.makedirs(model_dir, exist_ok=True)
     save_settings(settings, os.path.join(model_dir, SETTINGS_FILE))
+    notice = runtime.onednn_notice()
+    if notice:
+        print(notice, file=sys.stderr)
     application = make_application(settings)
     state = TrainingDriver(application, TrainingPlan.from_settings(settings)).run()
     if state.chief and state.model.grouping_probabilities():
