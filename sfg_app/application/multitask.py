@@ -80,9 +80,12 @@ class MultiTaskApplication(Application):
         parameters = inspect.signature(network_class).parameters
         if "grouping" in parameters:
             sfg = settings.sfg
-            options["grouping"] = GroupingConfig(**{
-                field.name: getattr(sfg, field.name)
-                for field in dataclasses.fields(GroupingConfig)})
+            finetune = min(sfg.finetune_iter, settings.training.max_iter)
+            options["grouping"] = GroupingConfig(
+                fixed_from=settings.training.max_iter - finetune if finetune else None,
+                **{field.name: getattr(sfg, field.name)
+                   for field in dataclasses.fields(GroupingConfig)
+                   if field.name != "fixed_from"})
             options["seed"] = settings.system.seed
         model = network_class(**options)
         model(ops.zeros((1,) + self.input_shape))  # creates the weights

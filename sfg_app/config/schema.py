@@ -145,10 +145,13 @@ NETWORK = SectionSchema(
 )
 
 SFG = SectionSchema(
-    "SFG", "Stochastic filter groups: G = number of tasks + 1 groups, the shared one last.",
+    "SFG", "Stochastic filter groups: G = number of tasks + 1 groups, the shared one last. "
+    "The defaults are the recipe chosen by scripts/experiments/compare.py (README, "
+    "Results); the paper's own: init = uniform, prior = uniform, kl_weight = 0.001, "
+    "logit_lr_multiplier = 1, warmup_iter = 0, norm_parameters = per_group.",
     key("tau", _POSITIVE, 1.0, "Initial temperature of the Gumbel-softmax relaxation."),
-    key("tau_min", _POSITIVE, 0.05, "Lowest temperature annealing reaches (at most tau)."),
-    key("anneal_rate", Float(0), 0.0, "r in tau(i) = max(tau_min, tau * exp(-r * i)); "
+    key("tau_min", _POSITIVE, 0.2, "Lowest temperature annealing reaches (at most tau)."),
+    key("anneal_rate", Float(0), 0.005, "r in tau(i) = max(tau_min, tau * exp(-r * i)); "
         "0 keeps the temperature constant."),
     key("straight_through", Bool(), True, "Hard one-hot assignments in the forward pass, "
         "soft gradients in the backward pass."),
@@ -157,17 +160,38 @@ SFG = SectionSchema(
         "impl = reference)."),
     key("learn_probabilities", Bool(), True, "Learn the grouping probabilities; false "
         "keeps them at their initial values."),
-    key("init", Union(Choice("uniform", "dirichlet"), _PROBABILITIES,
-                      expected="uniform, dirichlet, or " + _PROBABILITIES.expected),
-        "uniform", "Initial grouping probabilities of every kernel."),
+    key("init", Union(Choice("uniform", "dirichlet", "shared"), _PROBABILITIES,
+                      expected="uniform, dirichlet, shared, or " + _PROBABILITIES.expected),
+        "shared", "Initial grouping probabilities of every kernel: uniform, a Dirichlet "
+        "draw per kernel, shared (init_shared on the shared group, the rest split evenly "
+        "over the tasks), or G probabilities."),
     key("init_alpha", _POSITIVE, 1.0, "Concentration of the Dirichlet of init = dirichlet."),
-    key("prior", Union(Choice("uniform"), _PROBABILITIES,
-                       expected="uniform, or " + _PROBABILITIES.expected),
-        "uniform", "Prior over groups of the KL term."),
+    key("init_shared", Float(0, 1, low_open=True, high_open=True), 0.8,
+        "Probability of the shared group of init = shared and prior = shared."),
+    key("logit_lr_multiplier", _POSITIVE, 30.0,
+        "The grouping logits are held divided by this factor, so that an Adam (AdamW, "
+        "RMSprop) step moves them this many times faster than the weights (with sgd and "
+        "momentum, its square). At 1 the grouping barely moves in a run of a few "
+        "hundred steps."),
+    key("warmup_iter", Int(0), 150,
+        "Iterations over which training moves linearly from the expected architecture "
+        "(soft masks equal to the probabilities) to sampled ones; 0 samples from the "
+        "first step."),
+    key("finetune_iter", Int(0), 100,
+        "Last iterations of training that run the map architecture (each kernel in its "
+        "most probable group) with the grouping fixed, so that the weights are tuned for "
+        "the network inference runs; 0 samples to the end."),
+    key("norm_parameters", Choice("per_group", "shared"), "shared",
+        "Normalisation scale and offset held per (group, channel), or one per channel "
+        "shared by the groups (moving statistics stay per group)."),
+    key("prior", Union(Choice("uniform", "shared"), _PROBABILITIES,
+                       expected="uniform, shared, or " + _PROBABILITIES.expected),
+        "shared", "Prior over groups of the KL term: uniform, shared (init_shared on "
+        "the shared group, the rest split evenly over the tasks), or G probabilities."),
     key("connectivity", Choice("mixed", "separate", "dense"), "mixed",
         "Which groups feed which: mixed (a specialist reads its own group and the shared "
         "one), separate (own group only) or dense (every group)."),
-    key("kl_weight", Float(0), 1e-3, "beta: weight of KL(q || prior) in the loss."),
+    key("kl_weight", Float(0), 0.01, "beta: weight of KL(q || prior) in the loss."),
     key("impl", Choice("fused", "reference"), "fused",
         "fused: one masked convolution a layer; reference: one convolution a group."),
 )
@@ -266,7 +290,7 @@ TRAINING = SectionSchema(
     key("lr_decay_rate", Float(0, 1, low_open=True), 0.5,
         "Factor of exponential and step decay every lr_decay_steps."),
     key("lr_decay_steps", Int(1), 1000, "Iterations per decay of exponential and step."),
-    key("warmup_iter", Int(0), 0, "Iterations of linear warm-up from 0 to lr."),
+    key("warmup_iter", Int(0), 150, "Iterations of linear warm-up from 0 to lr."),
     key("max_iter", Int(0), 10000, "Iteration at which training stops."),
     key("starting_iter", Int(-1), -1, "-1: resume from the latest checkpoint if any; "
         "0: start afresh (refused when model_dir holds checkpoints); n: resume from "

@@ -5,14 +5,21 @@
 ``[task_1, ..., task_T, "shared"]``, and gives per layer the fraction of kernels whose
 most probable group is each group (ties go to the first group in order) and the mean
 probability of each group: ``{layer: {"kernels": N, "fraction": {group: f},
-"mean_probability": {group: p}}}``. The paper's reading: lower layers mostly shared,
-deeper layers increasingly task-specific.
+"mean_probability": {group: p}, "mean_max_probability": m}}``. The paper's reading:
+lower layers mostly shared, deeper layers increasingly task-specific.
+
+The argmax fractions alone overstate how settled a layer is: kernels all at
+p = (0.33, 0.33, 0.34) give a bar that is 100 % one group. ``mean_max_probability``, the
+mean over kernels of max_g p, says how decided the layer is (1/G: undecided, 1: every
+kernel one-hot), and the figures and table show it beside the fractions.
 
 The training driver appends the same numbers to ``grouping_history.csv`` at each log
 step (``append_history``), with the columns ``step, layer, group, fraction,
-mean_probability``: one row per layer and group, a step's rows written in one block. A
+mean_probability, mean_max_probability``: one row per layer and group (the layer's
+mean max probability repeated on each), a step's rows written in one block. A
 resumed run may log a step again; ``read_history`` keeps the last rows of each
-(step, layer, group).
+(step, layer, group). Files written before ``mean_max_probability`` existed keep their
+five columns: appending follows the file's header and reading accepts both.
 """
 
 from __future__ import annotations
@@ -32,14 +39,18 @@ from sfg_app.io.atomic import atomic_path, atomic_write_text
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+from matplotlib.patches import Patch  # noqa: E402
 
-HISTORY_COLUMNS = ("step", "layer", "group", "fraction", "mean_probability")
+HISTORY_COLUMNS = ("step", "layer", "group", "fraction", "mean_probability",
+                   "mean_max_probability")
+LEGACY_HISTORY_COLUMNS = HISTORY_COLUMNS[:5]
 SHARED = "shared"
 
 
 def layer_grouping(probabilities: np.ndarray, groups: Sequence[str],
                    layer: str = "layer") -> dict:
-    """``{"kernels": N, "fraction": {group: f}, "mean_probability": {group: p}}``."""
+    """``{"kernels": N, "fraction": {group: f}, "mean_probability": {group: p},
+    "mean_max_probability": m}``."""
     p = np.asarray(probabilities, np.float64)
     if p.ndim != 2 or p.shape[1] != len(groups) or p.shape[0] == 0:
         raise ValueError(f"Invalid grouping probabilities of layer {layer!r}. Expected shape "
@@ -51,7 +62,8 @@ def layer_grouping(probabilities: np.ndarray, groups: Sequence[str],
     counts = np.bincount(p.argmax(axis=1), minlength=len(groups))
     return {"kernels": int(p.shape[0]),
             "fraction": {g: float(c / p.shape[0]) for g, c in zip(groups, counts)},
-            "mean_probability": {g: float(m) for g, m in zip(groups, p.mean(axis=0))}}
+            "mean_probability": {g: float(m) for g, m in zip(groups, p.mean(axis=0))},
+            "mean_max_probability": float(p.max(axis=1).mean())}
 
 
 def summarise(probabilities: Mapping[str, np.ndarray], groups: Sequence[str]) -> dict:
@@ -109,91 +121,178 @@ def _save_figure(figure, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def plot_grouping(summary: Mapping, path: str | os.PathLike, title: str | None = None) -> Path:
-    """A stacked bar per SFG layer (depth left to right): the fraction of its kernels in
-    each group, as in the paper's figure. Written as PNG, atomically."""
-    groups = _groups(summary)
-    layers = [{"name": name, **entry} for name, entry in summary.items()]
+def _undecided_level(groups: Sequence[str]) -> float:
+    """1/G: the mean max probability of a layer whose kernels have not chosen at all."""
+    return 1.0 / len(groups)
+
+
+def _decidedness(mean_max_probability: float, groups: Sequence[str]) -> float:
+    """The mean max probability rescaled from [1/G, 1] to [0, 1]."""
+    floor = _undecided_level(groups)
+    return float(np.clip((mean_max_probability - floor) / (1.0 - floor), 0.0, 1.0))
+
+
+def _draw_fraction_bars(axes, layers: list[dict], groups: Sequence[str]) -> list:
+    """The stacked argmax fractions, faded as a layer nears undecided, so that kernels
+    sitting at p = (0.33, 0.33, 0.34) do not read as a confident bar. Returns legend
+    handles in full colour, since the bars' own colours vary with the fading."""
     colours = _group_colours(groups)
-    figure, axes = plt.subplots(figsize=(max(5.0, 2.5 + 0.9 * len(layers)), 4.2))
+    alphas = [0.2 + 0.8 * _decidedness(layer["mean_max_probability"], groups)
+              for layer in layers]
     positions = np.arange(len(layers))
     bottom = np.zeros(len(layers))
     for group in groups:
         heights = np.array([layer["fraction"][group] for layer in layers])
-        axes.bar(positions, heights, bottom=bottom, color=colours[group], label=group,
-                 edgecolor="white", linewidth=0.5)
+        axes.bar(positions, heights, bottom=bottom, edgecolor="white", linewidth=0.5,
+                 color=[(*colours[group], alpha) for alpha in alphas])
         bottom += heights
+    return [Patch(color=colours[group], label=group) for group in groups]
+
+
+def _draw_decidedness(axes, layers: list[dict], groups: Sequence[str]) -> list:
+    """Each layer's mean max probability as a marker with its value above the bar, and a
+    dashed line at 1/G: a marker on the line is a layer that has not decided, whatever
+    its bar says. Returns the legend handles."""
+    positions = np.arange(len(layers))
+    values = [layer["mean_max_probability"] for layer in layers]
+    floor = _undecided_level(groups)
+    line = axes.axhline(floor, color="black", linestyle="--", linewidth=1.0,
+                        label=f"undecided (1/G = {floor:.2f})")
+    markers = axes.plot(positions, values, linestyle="none", marker="D", markersize=6,
+                        markerfacecolor="black", markeredgecolor="white",
+                        label="mean max p (value above bar)")
+    for x, value in zip(positions, values):
+        axes.annotate(f"{value:.2f}", (x, 1.0), xytext=(0, 3), textcoords="offset points",
+                      ha="center", va="bottom", fontsize=8)
+    return [*markers, line]
+
+
+def plot_grouping(summary: Mapping, path: str | os.PathLike, title: str | None = None) -> Path:
+    """A stacked bar per SFG layer (depth left to right): the fraction of its kernels in
+    each group, as in the paper's figure, with how decided the layer is drawn over it.
+    Written as PNG, atomically."""
+    groups = _groups(summary)
+    layers = [{"name": name, **entry} for name, entry in summary.items()]
+    figure, axes = plt.subplots(figsize=(max(5.0, 2.5 + 0.9 * len(layers)), 4.2))
+    handles = _draw_fraction_bars(axes, layers, groups) + _draw_decidedness(axes, layers, groups)
     slanted = max(len(layer["name"]) for layer in layers) > 6
-    axes.set_xticks(positions, [f"{layer['name']}\n({layer['kernels']})" for layer in layers],
+    axes.set_xticks(np.arange(len(layers)),
+                    [f"{layer['name']}\n({layer['kernels']})" for layer in layers],
                     rotation=30 if slanted else 0, ha="right" if slanted else "center",
                     fontsize=8)
     axes.set_xlabel("SFG layer (kernels), input to output")
-    axes.set_ylabel("fraction of kernels")
-    axes.set_ylim(0, 1)
+    axes.set_ylabel("fraction of kernels; mean max p")
+    axes.set_ylim(0, 1.1)
+    axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_title(title or "Learned filter groups")
-    axes.legend(title="group", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes.legend(handles=handles, title="group; faded = undecided", loc="upper left",
+                bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.tight_layout()
     return _save_figure(figure, path)
 
 
 # ---- history over training ----
 
+def _repair_cut_line(handle) -> int:
+    """Remove a last line cut by a crash; returns the file's length after."""
+    end = handle.seek(0, os.SEEK_END)
+    if end:
+        handle.seek(max(0, end - 4096))
+        tail = handle.read()
+        if not tail.endswith(b"\n"):
+            end = end - len(tail) + tail.rfind(b"\n") + 1
+            handle.truncate(end)
+    return end
+
+
+def _header(handle) -> tuple[str, ...]:
+    handle.seek(0)
+    return tuple(handle.readline().decode("utf-8").rstrip("\r\n").split(","))
+
+
+def _history_rows(step: int, summary: Mapping, legacy: bool) -> list[list]:
+    """The rows of one log step; ``legacy`` leaves out ``mean_max_probability`` so that
+    a run resumed on a file of the older format keeps that file readable."""
+    rows = []
+    for layer, entry in summary.items():
+        for group in entry["fraction"]:
+            row = [int(step), layer, group, repr(entry["fraction"][group]),
+                   repr(entry["mean_probability"][group])]
+            rows.append(row if legacy else row + [repr(entry["mean_max_probability"])])
+    return rows
+
+
 def append_history(path: str | os.PathLike, step: int, summary: Mapping) -> None:
     """Append the summary of one log step to the history CSV.
 
     Appending, not rewriting, keeps the cost of a log constant over a long run. A file
     whose last line was cut by a crash is repaired first (that line removed), and the
-    header is written when the file is new or empty.
+    header is written when the file is new or empty. Rows follow the columns of the
+    file's header, so a file begun before ``mean_max_probability`` stays consistent.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     with open(path, "a+b") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        if end:
-            handle.seek(max(0, end - 4096))
-            tail = handle.read()
-            if not tail.endswith(b"\n"):
-                end = end - len(tail) + tail.rfind(b"\n") + 1
-                handle.truncate(end)
-        if not end:
+        if _repair_cut_line(handle):
+            legacy = _header(handle) == LEGACY_HISTORY_COLUMNS
+        else:
+            legacy = False
             writer.writerow(HISTORY_COLUMNS)
-        for layer, entry in summary.items():
-            for group in entry["fraction"]:
-                writer.writerow([int(step), layer, group, repr(entry["fraction"][group]),
-                                 repr(entry["mean_probability"][group])])
+        writer.writerows(_history_rows(step, summary, legacy))
         handle.write(buffer.getvalue().encode("utf-8"))
+
+
+def _latest_rows(path: str | os.PathLike) -> dict[tuple, tuple]:
+    """``{(step, layer, group): (fraction, mean_probability[, mean_max_probability])}``,
+    the last row of each key winning; the third value only in files that have it."""
+    latest: dict[tuple, tuple] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = tuple(next(reader, None) or ())
+            if header not in (HISTORY_COLUMNS, LEGACY_HISTORY_COLUMNS):
+                raise DataError(f"The grouping history {str(path)!r} must start with the "
+                                f"header {','.join(HISTORY_COLUMNS)} (or, from older runs, "
+                                f"{','.join(LEGACY_HISTORY_COLUMNS)}). Received "
+                                f"{list(header) or None}.")
+            for row in reader:
+                try:
+                    if len(row) != len(header):
+                        raise ValueError
+                    latest[int(row[0]), row[1], row[2]] = tuple(map(float, row[3:]))
+                except ValueError:
+                    raise DataError(f"Line {reader.line_num} of the grouping history "
+                                    f"{str(path)!r} is not '{','.join(header)}'. "
+                                    f"Received {row}.") from None
+    except OSError as error:
+        raise DataError(f"Cannot read the grouping history {str(path)!r}: {error}") from None
+    return latest
+
+
+def _by_step(points: Mapping[int, float]) -> dict[str, np.ndarray]:
+    steps = sorted(points)
+    return {"step": np.array(steps, np.int64),
+            "value": np.array([points[s] for s in steps], np.float64)}
 
 
 def read_history(path: str | os.PathLike) -> dict:
     """``{"groups": [...], "layers": {layer: {group: {"step", "fraction",
-    "mean_probability"}: arrays sorted by step}}}``; layers and groups in order of first
-    appearance; the last rows of a repeated (step, layer, group) win."""
-    latest: dict[tuple, tuple[float, float]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None or tuple(header) != HISTORY_COLUMNS:
-                raise DataError(f"The grouping history {str(path)!r} must start with the "
-                                f"header {','.join(HISTORY_COLUMNS)}. Received {header}.")
-            for row in reader:
-                try:
-                    step, layer, group, fraction, mean = row
-                    latest[int(step), layer, group] = (float(fraction), float(mean))
-                except ValueError:
-                    raise DataError(f"Line {reader.line_num} of the grouping history "
-                                    f"{str(path)!r} is not 'step,layer,group,fraction,"
-                                    f"mean_probability'. Received {row}.") from None
-    except OSError as error:
-        raise DataError(f"Cannot read the grouping history {str(path)!r}: {error}") from None
+    "mean_probability"}: arrays sorted by step}}, "mean_max_probability": {layer:
+    {"step", "value"}: arrays sorted by step}}``; layers and groups in order of first
+    appearance; the last rows of a repeated (step, layer, group) win. A file of the
+    older, five-column format gives an empty ``mean_max_probability``."""
     series: dict[str, dict[str, list]] = {}
     groups: dict[str, None] = {}
-    for (step, layer, group), values in latest.items():
-        series.setdefault(layer, {}).setdefault(group, []).append((step, *values))
+    decided: dict[str, dict[int, float]] = {}
+    for (step, layer, group), values in _latest_rows(path).items():
+        series.setdefault(layer, {}).setdefault(group, []).append((step, *values[:2]))
         groups.setdefault(group, None)
-    history = {"groups": list(groups), "layers": {}}
+        if len(values) == 3:
+            decided.setdefault(layer, {})[step] = values[2]
+    history = {"groups": list(groups), "layers": {},
+               "mean_max_probability": {layer: _by_step(p) for layer, p in decided.items()}}
     for layer, per_group in series.items():
         history["layers"][layer] = {}
         for group in groups:
@@ -204,23 +303,40 @@ def read_history(path: str | os.PathLike) -> dict:
     return history
 
 
+def _plot_layer_lines(axis, lines: list[tuple], title: str) -> None:
+    """``lines``: ``(layer, steps, values)`` from shallow to deep, coloured so."""
+    depth = plt.get_cmap("viridis")
+    for i, (layer, steps, values) in enumerate(lines):
+        axis.plot(steps, values, label=layer, color=depth(i / max(1, len(lines) - 1)),
+                  linewidth=1.5)
+    axis.set_title(title)
+    axis.set_xlabel("training step")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+
+
 def plot_history(history: Mapping, path: str | os.PathLike) -> Path:
     """One panel per group: the fraction of each layer's kernels in that group against
-    the training step, a line per layer coloured from shallow to deep. PNG, atomically."""
+    the training step, a line per layer coloured from shallow to deep; then, when the
+    history has it, a panel of each layer's mean max probability, so that fractions
+    which settle while the kernels stay near 1/G are seen as undecided. PNG, atomically."""
     groups, layers = history["groups"], list(history["layers"])
-    figure, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups) + 1.6, 3.4),
-                                sharey=True, squeeze=False)
-    depth = plt.get_cmap("viridis")
+    decided = history["mean_max_probability"]
+    panels = len(groups) + bool(decided)
+    figure, axes = plt.subplots(1, panels, figsize=(3.6 * panels + 1.6, 3.4), sharey=True,
+                                squeeze=False)
     for axis, group in zip(axes[0], groups):
-        for i, layer in enumerate(layers):
-            series = history["layers"][layer][group]
-            axis.plot(series["step"], series["fraction"], label=layer,
-                      color=depth(i / max(1, len(layers) - 1)), linewidth=1.5)
-        axis.set_title(f"group: {group}")
-        axis.set_xlabel("training step")
-        axis.set_ylim(-0.02, 1.02)
-        axis.grid(alpha=0.3)
+        _plot_layer_lines(axis, [(layer, history["layers"][layer][group]["step"],
+                                  history["layers"][layer][group]["fraction"])
+                                 for layer in layers], f"group: {group}")
     axes[0, 0].set_ylabel("fraction of kernels")
+    if decided:
+        axis = axes[0, -1]
+        _plot_layer_lines(axis, [(layer, decided[layer]["step"], decided[layer]["value"])
+                                 for layer in layers], "decidedness")
+        axis.axhline(_undecided_level(groups), color="black", linestyle="--", linewidth=1.0,
+                     label="undecided (1/G)")
+        axis.set_ylabel("mean max p")
     axes[0, -1].legend(title="SFG layer", loc="upper left", bbox_to_anchor=(1.02, 1.0),
                        frameon=False, fontsize=8)
     figure.tight_layout()

@@ -25,6 +25,12 @@ def positive_int(value, name: str) -> int:
     return value
 
 
+def non_negative_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid(name, value, "an integer >= 0")
+    return value
+
+
 def positive_float(value, name: str, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):

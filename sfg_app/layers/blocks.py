@@ -29,13 +29,15 @@ class _GroupedLayer(keras.layers.Layer):
 
     def __init__(self, activation: str = "relu", norm_layer: str = "batch",
                  num_groups: int = 1, connectivity: str = "mixed", impl: str = "fused",
-                 **kwargs):
+                 shared_norm_parameters: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.activation = activation
         self.norm_layer = arguments.one_of(norm_layer, "norm_layer", NORM_LAYERS)
         self.num_groups = arguments.positive_int(num_groups, "num_groups")
         self.connectivity = connectivity
         self.impl = impl
+        self.shared_norm_parameters = arguments.flag(shared_norm_parameters,
+                                                     "shared_norm_parameters")
 
     def _conv(self, filters, kernel_size, dilation_rate, name):
         return SFGConv(filters, kernel_size, dilation_rate, connectivity=self.connectivity,
@@ -44,13 +46,14 @@ class _GroupedLayer(keras.layers.Layer):
     def _norm(self, name):
         if self.norm_layer == "none":
             return None
-        return GroupwiseNormalization(self.num_groups, self.norm_layer, name=name)
+        return GroupwiseNormalization(self.num_groups, self.norm_layer, name=name,
+                                      shared_parameters=self.shared_norm_parameters)
 
     def get_config(self):
         config = super().get_config()
         config.update(activation=self.activation, norm_layer=self.norm_layer,
                       num_groups=self.num_groups, connectivity=self.connectivity,
-                      impl=self.impl)
+                      impl=self.impl, shared_norm_parameters=self.shared_norm_parameters)
         return config
 
 
@@ -155,7 +158,7 @@ class Stage(_GroupedLayer):
         self.pool = arguments.flag(pool, "pool")
         shared = dict(activation=self.activation, norm_layer=self.norm_layer,
                       num_groups=self.num_groups, connectivity=self.connectivity,
-                      impl=self.impl)
+                      impl=self.impl, shared_norm_parameters=self.shared_norm_parameters)
         self.block = ConvBlock(filters, kernel_size, name="block", **shared)
         self.units = [ResidualUnit(kernel_size, dilation_rate, name=f"residual_{i}",
                                    **shared) for i in range(residual_units)]

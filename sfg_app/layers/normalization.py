@@ -31,15 +31,19 @@ class GroupwiseNormalization(keras.layers.Layer):
     ``None`` (only with ``num_groups=1``) is an ordinary batch / instance norm. Batch
     statistics are used only when ``training`` is true; otherwise the moving statistics
     of each channel's group. Statistics are float32 whatever the compute dtype.
+    ``shared_parameters``: one scale and offset per channel for all groups (a group's row
+    would otherwise train only on the steps that sample the channel into it); moving
+    statistics stay per group.
     """
 
     def __init__(self, num_groups: int = 1, method: str = "batch", momentum: float = 0.99,
-                 epsilon: float = 1e-3, **kwargs):
+                 epsilon: float = 1e-3, shared_parameters: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_groups = arguments.positive_int(num_groups, "num_groups")
         self.method = arguments.one_of(method, "method", METHODS)
         self.momentum = arguments.fraction(momentum, "momentum")
         self.epsilon = arguments.positive_float(epsilon, "epsilon")
+        self.shared_parameters = arguments.flag(shared_parameters, "shared_parameters")
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -48,14 +52,16 @@ class GroupwiseNormalization(keras.layers.Layer):
                              "known channels. Received "
                              f"input_shape={tuple(input_shape)}.")
         self.rank = len(input_shape) - 2
-        shape = (self.num_groups, channels)
-        weight = lambda name, init, trainable: self.add_weight(  # noqa: E731
-            shape=shape, initializer=init, trainable=trainable, autocast=False, name=name)
-        self.gamma = weight("gamma", "ones", True)
-        self.beta = weight("beta", "zeros", True)
+        weight = lambda name, init, trainable, rows: self.add_weight(  # noqa: E731
+            shape=(rows, channels), initializer=init, trainable=trainable,
+            autocast=False, name=name)
+        rows = 1 if self.shared_parameters else self.num_groups
+        self.gamma = weight("gamma", "ones", True, rows)
+        self.beta = weight("beta", "zeros", True, rows)
         if self.method == "batch":
-            self.moving_mean = weight("moving_mean", "zeros", False)
-            self.moving_variance = weight("moving_variance", "ones", False)
+            self.moving_mean = weight("moving_mean", "zeros", False, self.num_groups)
+            self.moving_variance = weight("moving_variance", "ones", False,
+                                          self.num_groups)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -88,11 +94,17 @@ class GroupwiseNormalization(keras.layers.Layer):
             mean = broadcast_channels(self._pick(groups, self.moving_mean), self.rank)
             variance = broadcast_channels(self._pick(groups, self.moving_variance),
                                            self.rank)
-        gamma = broadcast_channels(self._pick(groups, self.gamma), self.rank)
-        beta = broadcast_channels(self._pick(groups, self.beta), self.rank)
+        gamma = broadcast_channels(self._parameter(groups, self.gamma), self.rank)
+        beta = broadcast_channels(self._parameter(groups, self.beta), self.rank)
         scale = gamma * ops.rsqrt(variance + self.epsilon)
         offset = beta - mean * scale
         return x * ops.cast(scale, x.dtype) + ops.cast(offset, x.dtype)
+
+    def _parameter(self, groups, table):
+        """A scale or offset per channel: its group's row, or the one shared row."""
+        if self.shared_parameters:
+            return table[0]
+        return self._pick(groups, table)
 
     def _batch_moments(self, x32, groups, spatial):
         """Batch moments per channel, and the moving statistics of the channels' groups."""
@@ -125,5 +137,6 @@ class GroupwiseNormalization(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_groups=self.num_groups, method=self.method,
-                      momentum=self.momentum, epsilon=self.epsilon)
+                      momentum=self.momentum, epsilon=self.epsilon,
+                      shared_parameters=self.shared_parameters)
         return config

@@ -139,7 +139,9 @@ class MultiTaskNetwork(keras.Model):
 
 class SFGNetwork(MultiTaskNetwork):
     """A network whose stages are SFG layers: G = T + 1 groups, one grouping per stage
-    (``sfg_<stage index>``), heads reading groups {task, shared}.
+    (``sfg_<stage index>``), heads reading groups {task, shared}; with
+    ``connectivity = dense`` every group reads every group and the heads read every
+    channel, so the network is the hard-sharing limit whatever the masks.
 
     ``grouping_step`` (int64, not trainable) is the optimiser step that the training
     step assigns every step; the temperature is annealed from it and, being saved with
@@ -160,10 +162,11 @@ class SFGNetwork(MultiTaskNetwork):
         self.grouping_step = self.add_weight(
             shape=(), dtype="int64", initializer="zeros", trainable=False,
             aggregation="only_first_replica", name="grouping_step")
-        self.stages = self._make_stages(num_groups=self.num_groups,
-                                        connectivity=self.grouping.connectivity,
-                                        impl=self.grouping.impl)
-        self.task_heads = self._make_heads(grouped=True)
+        self.stages = self._make_stages(
+            num_groups=self.num_groups, connectivity=self.grouping.connectivity,
+            impl=self.grouping.impl,
+            shared_norm_parameters=self.grouping.norm_parameters == "shared")
+        self.task_heads = self._make_heads(grouped=self.grouping.connectivity != "dense")
         self.groupings = [
             FilterGrouping(stage.filters, self.num_groups, self.grouping,
                            seed=None if self.seed is None else self.seed + i,
@@ -176,9 +179,19 @@ class SFGNetwork(MultiTaskNetwork):
 
     def _masks(self, inputs) -> list:
         mode = self._architecture
-        temperature = self.temperature() if mode == "train" else None
+        temperature = share = fixed = None
+        if mode == "train":
+            temperature = self.temperature()
+            share = self.grouping.sampling_share(self.grouping_step)
+            fixed = self.grouping.is_fixed(self.grouping_step)
         batch_size = ops.shape(inputs)[0]
-        return [g.masks(mode, temperature, batch_size) for g in self.groupings]
+        return [g.masks(mode, temperature, batch_size, share, fixed)
+                for g in self.groupings]
+
+    def grouping_kl(self):
+        """sum over SFG layers of KL(q || prior); 0 once the architecture is fixed
+        (``grouping.fixed_from``), so that the prior no longer moves the logits."""
+        return super().grouping_kl() * (1.0 - self.grouping.is_fixed(self.grouping_step))
 
     def get_config(self):
         config = super().get_config()

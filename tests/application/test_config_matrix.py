@@ -257,7 +257,8 @@ def test_hard_shared_resumes_with_the_configured_lr_and_schedule(project):
 @pytest.mark.parametrize("changes", [
     {"NETWORK": {"name": "cross_stitch"}},
     {"SFG": {"impl": "reference", "sample_per": "example", "learn_probabilities": False,
-             "connectivity": "separate"}, "NETWORK": {"norm_layer": "batch"}},
+             "init": "uniform", "connectivity": "separate"},
+     "NETWORK": {"norm_layer": "batch"}},
 ], ids=["cross_stitch", "reference_example_fixed_separate_batchnorm"])
 def test_network_trains_and_infers(project, changes, tmp_path):
     name = "_".join(str(v) for keys in changes.values() for v in keys.values())
@@ -277,6 +278,16 @@ def test_network_trains_and_infers(project, changes, tmp_path):
         # The moving statistics of batch norm (not trainable) are restored too.
         moving = [w for w in model.weights if w.path.endswith("moving_mean")]
         assert moving and all(np.any(np.asarray(w) != 0) for w in moving)
+
+
+@pytest.mark.parametrize("finetune, max_iter, fixed_from", [
+    (100, 300, 200), (0, 300, None), (500, 300, 0)])
+def test_finetune_iter_fixes_the_architecture_of_the_last_iterations(project, finetune,
+                                                                     max_iter, fixed_from):
+    settings = configure(project, base_sections("run_finetune"),
+                         SFG={"finetune_iter": finetune}, TRAINING={"max_iter": max_iter})
+    model = commands.make_application(settings).build_network()
+    assert model.grouping.fixed_from == fixed_from
 
 
 def test_uncertainty_weighting_with_dense_groups_and_decay_resumes(project):

@@ -192,7 +192,7 @@ def test_a_diverging_run_stops_and_its_last_checkpoint_loads(project):
     commands.train(load_settings(config, overrides=["TRAINING.max_iter=2",
                                                     "TRAINING.validation_every_n=0"]))
     diverging = load_settings(config, overrides=[
-        "TRAINING.max_iter=200", "TRAINING.lr=1e6", "TRAINING.optimiser=sgd",
+        "TRAINING.max_iter=200", "TRAINING.lr=1e30", "TRAINING.optimiser=sgd",
         "TRAINING.validation_every_n=0", "TRAINING.save_every_n=1000"])
     with pytest.raises(TrainingError, match=r"last checkpoint, of iteration 2.*lower \[TRAINING\] lr"):
         commands.train(diverging)

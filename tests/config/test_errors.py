@@ -99,7 +99,7 @@ def test_invalid_section_names(load, config, header, expected):
     ("MR", "axcodes", "(R, L, S)", r"Each of R/L, A/P and S/I must appear once"),
     ("MR", "axcodes", "(R, A, X)", r"Item 3 \('X'\) is not one of R, L, A, P, S, I"),
     ("MULTITASK", "image", "MR, MR", r"\[MULTITASK\] image.*A value is repeated"),
-    ("SFG", "prior", "unifrom", r"Expected uniform, or a tuple of G probabilities.*"
+    ("SFG", "prior", "unifrom", r"Expected uniform, shared, or a tuple of G probabilities.*"
                                 r"Did you mean 'uniform'\?"),
 ])
 def test_wrong_type(load, config, section, key, value, expected):

@@ -193,7 +193,7 @@ def test_to_dict_is_keyed_by_ini_sections(load, config):
                           "EVALUATION", "MR", "CT", "LABEL", "BODY", "TASK organs",
                           "TASK synth_ct"]
     assert data["TRAINING"]["random_flipping_axes"] == []
-    assert data["SFG"]["init"] == "uniform"
+    assert data["SFG"]["init"] == "shared"
 
 
 def test_settings_are_read_only(load, config):

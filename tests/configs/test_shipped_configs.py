@@ -41,7 +41,7 @@ def test_demo_reads_the_embedded_phantoms():
 @pytest.mark.parametrize("name, expected", [
     ("hard_shared", {("NETWORK", "name")}),
     ("cross_stitch", {("NETWORK", "name")}),
-    ("sfg_fixed", {("SFG", "learn_probabilities")}),
+    ("sfg_fixed", {("SFG", "learn_probabilities"), ("SFG", "init")}),
     ("three_tasks", {("MULTITASK", "tasks")}),
 ])
 def test_baselines_differ_from_the_demo_only_where_they_must(name, expected):

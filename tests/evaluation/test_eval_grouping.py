@@ -35,6 +35,60 @@ def test_fractions_and_mean_probabilities_of_a_hand_made_layer():
     assert layer["fraction"] == {"organs": 0.5, "synth_ct": 0.0, "shared": 0.5}
     assert layer["mean_probability"] == pytest.approx(
         {"organs": 0.35, "synth_ct": 0.25, "shared": 0.4})
+    assert layer["mean_max_probability"] == pytest.approx((0.7 + 0.8 + 0.5 + 0.4) / 4)
+
+
+UNDECIDED = np.full((8, 3), 1 / 3)
+DECIDED = np.eye(3)[[0, 1, 2, 2, 2, 0, 1, 2]]
+
+
+@pytest.mark.parametrize("p, expected", [
+    (UNDECIDED, 1 / 3),                                    # uniform: 1/G
+    (np.full((5, 2), 0.5), 1 / 2),                          # uniform over two groups
+    (DECIDED, 1.0),                                         # one-hot
+    (np.array([[0.33, 0.33, 0.34], [0.0, 0.0, 1.0]]), 0.67),  # one of each
+])
+def test_mean_max_probability_says_how_decided_a_layer_is(p, expected):
+    groups = GROUPS if p.shape[1] == 3 else ["organs", "shared"]
+    assert grouping.layer_grouping(p, groups)["mean_max_probability"] == pytest.approx(expected)
+
+
+def test_the_table_of_sfg_groups_has_a_max_p_column():
+    from sfg_app.engine.commands import _grouping_table
+
+    summary = grouping.summarise({"shallow": UNDECIDED, "deep": DECIDED}, GROUPS)
+    header, shallow, deep = [line.split() for line in
+                             _grouping_table(summary, GROUPS).splitlines()]
+    assert header[-2:] == ["max", "p"]
+    assert shallow == ["shallow", "8", "100", "0", "0", "0.33"]
+    assert deep == ["deep", "8", "25", "25", "50", "1.00"]
+
+
+def test_the_figure_fades_and_marks_an_undecided_layer(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(grouping, "_save_figure", lambda figure, path: figures.append(figure))
+    summary = grouping.summarise({"shallow": UNDECIDED, "deep": DECIDED}, GROUPS)
+    grouping.plot_grouping(summary, tmp_path / "grouping.png")
+    axes = figures[0].axes[0]
+    bars = np.array([patch.get_facecolor()[3] for patch in axes.patches]).reshape(3, 2)
+    np.testing.assert_allclose(bars[:, 0], 0.2)                 # undecided: faded
+    np.testing.assert_allclose(bars[:, 1], 1.0)                 # decided: full colour
+    assert [text.get_text() for text in axes.texts] == ["0.33", "1.00"]
+    dashed = [line for line in axes.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(1 / 3)
+    assert "undecided" in dashed[0].get_label()
+
+
+def test_reports_of_undecided_and_decided_layers_are_drawn(tmp_path):
+    probabilities = {"shallow": UNDECIDED, "deep": DECIDED}
+    summary = grouping.write_grouping_report(probabilities, GROUPS, tmp_path)
+    assert grouping.read_grouping_yaml(tmp_path / "grouping.yaml")["layers"] == summary
+    assert is_png(tmp_path / "grouping.png")
+    path = tmp_path / "grouping_history.csv"
+    for step in (0, 10):
+        grouping.append_history(path, step, summary)
+    grouping.plot_history(grouping.read_history(path), tmp_path / "history.png")
+    assert is_png(tmp_path / "history.png")
 
 
 def test_summary_fractions_sum_to_one_and_follow_depth_order():
@@ -97,6 +151,12 @@ def test_history_appends_survives_a_cut_line_and_a_resume_then_plots(tmp_path):
     assert series["step"].tolist() == [0, 100, 200]
     assert series["fraction"][-1] == resumed["sfg_conv_3"]["fraction"]["shared"]
     assert series["mean_probability"][-1] == resumed["sfg_conv_3"]["mean_probability"]["shared"]
+    assert list(history["mean_max_probability"]) == list(history["layers"])
+    decided = history["mean_max_probability"]["sfg_conv_3"]
+    assert decided["step"].tolist() == [0, 100, 200]
+    assert decided["value"][-1] == resumed["sfg_conv_3"]["mean_max_probability"]
+    assert decided["value"][0] == grouping.summarise(
+        synthetic_probabilities(seed=0), GROUPS)["sfg_conv_3"]["mean_max_probability"]
     total = sum(history["layers"]["sfg_conv_2"][g]["fraction"] for g in GROUPS)
     np.testing.assert_allclose(total, 1.0)
 
@@ -113,5 +173,24 @@ def test_history_errors_name_the_file_and_line(tmp_path):
                     "x,a,shared,1.0,0.9\n")
     with pytest.raises(DataError, match=r"Line 3 of the grouping history.*h.csv"):
         grouping.read_history(path)
+    path.write_text(",".join(grouping.HISTORY_COLUMNS) + "\n0,a,shared,1.0,0.9\n")
+    with pytest.raises(DataError, match=r"Line 2 of.*h.csv.*mean_probability,mean_max_prob"):
+        grouping.read_history(path)
     with pytest.raises(DataError, match=r"Cannot read the grouping history.*none.csv"):
         grouping.read_history(tmp_path / "none.csv")
+
+
+def test_a_history_of_the_older_format_stays_readable_and_keeps_its_columns(tmp_path):
+    path = tmp_path / "grouping_history.csv"
+    path.write_text("step,layer,group,fraction,mean_probability\n"
+                    "0,conv,organs,0.5,0.4\n0,conv,synth_ct,0.0,0.1\n0,conv,shared,0.5,0.5\n")
+    grouping.append_history(path, 10, grouping.summarise({"conv": DECIDED}, GROUPS))
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(grouping.LEGACY_HISTORY_COLUMNS)
+    assert len(lines) == 7 and all(line.count(",") == 4 for line in lines)
+
+    history = grouping.read_history(path)
+    assert history["mean_max_probability"] == {}
+    assert history["layers"]["conv"]["shared"]["fraction"].tolist() == [0.5, 0.5]
+    grouping.plot_history(history, tmp_path / "grouping_history.png")
+    assert is_png(tmp_path / "grouping_history.png")

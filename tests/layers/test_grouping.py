@@ -22,11 +22,19 @@ from sfg_app.layers.grouping import (DirichletLogits, FilterGrouping, GroupingCo
                                r"Received sample_per='batch'"),
     (dict(sample_per="example"), r"`impl`\. Expected 'reference' when "
                                  r"sample_per='example'.*Received impl='fused'"),
-    (dict(init="random"), r"`init`\. Expected one of 'uniform', 'dirichlet'"),
+    (dict(init="random"), r"`init`\. Expected one of 'uniform', 'dirichlet', 'shared'"),
+    (dict(init_shared=0.0), r"`init_shared`\. Expected a number in \(0, 1\)"),
+    (dict(init_shared=1.0), r"`init_shared`\. Expected a number in \[0, 1\)"),
+    (dict(logit_lr_multiplier=0), r"`logit_lr_multiplier`\. Expected a finite number > 0"),
+    (dict(warmup_iter=-1), r"`warmup_iter`\. Expected an integer >= 0"),
+    (dict(warmup_iter=2.5), r"`warmup_iter`\. Expected an integer >= 0"),
+    (dict(norm_parameters="global"), r"`norm_parameters`\. Expected one of 'per_group', "
+                                     r"'shared'"),
     (dict(init=(0.5, 0.6, 0.1)), r"`init`\. Expected at least two probabilities, each > 0, "
                                  r"summing to 1"),
     (dict(prior=(1.0, 0.0)), r"`prior`\. Expected at least two probabilities"),
-    (dict(prior="flat"), r"`prior`\. Expected one of 'uniform'\. Received prior='flat'"),
+    (dict(prior="flat"), r"`prior`\. Expected one of 'uniform', 'shared'\. "
+                         r"Received prior='flat'"),
     (dict(init_alpha=0.0), r"`init_alpha`\. Expected a finite number > 0"),
     (dict(connectivity="full"), r"`connectivity`\. Expected one of 'mixed', 'separate', "
                                 r"'dense'"),
@@ -54,6 +62,56 @@ def test_temperature_is_constant_or_annealed_to_the_floor():
         expected = max(0.1, 2.0 * math.exp(-1e-3 * step))
         assert float(annealed.temperature(step)) == pytest.approx(expected, rel=1e-6)
     assert float(annealed.temperature(10**6)) == pytest.approx(0.1)
+
+
+def test_shared_init_and_prior_lean_to_the_shared_group_for_any_task_count():
+    config = GroupingConfig(init="shared", prior="shared", init_shared=0.7)
+    np.testing.assert_allclose(config.initial_probabilities(3), [0.15, 0.15, 0.7])
+    np.testing.assert_allclose(config.prior_probabilities(4), [0.1, 0.1, 0.1, 0.7])
+    layer = _built(5, 3, init="shared", prior="shared", init_shared=0.7)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.probabilities()),
+                               [[0.15, 0.15, 0.7]] * 5, rtol=1e-5)
+    assert float(layer.kl_divergence()) == pytest.approx(0.0, abs=1e-5)
+    assert GroupingConfig().initial_probabilities(3) == pytest.approx([1 / 3] * 3)
+
+
+def test_sampling_share_ramps_over_the_warm_up():
+    assert float(GroupingConfig().sampling_share(0)) == 1.0
+    config = GroupingConfig(warmup_iter=100)
+    assert [float(config.sampling_share(s)) for s in (0, 25, 100, 900)] == [0, 0.25, 1, 1]
+
+
+@pytest.mark.parametrize("multiplier", [1.0, 30.0])
+def test_logits_are_stored_divided_by_the_multiplier(multiplier):
+    """An Adam step moves a stored value by about the learning rate, so theta moves
+    `multiplier` times that: the grouping learns that much faster than the weights."""
+    import keras
+
+    layer = _built(4, 3, init="shared", init_shared=0.6, logit_lr_multiplier=multiplier)
+    theta = np.log(np.array([0.2, 0.2, 0.6], np.float32))
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.logits), [theta] * 4, rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.stored_logits),
+                               [theta / multiplier] * 4, rtol=1e-5)
+    layer.assign_logits(np.zeros((4, 3), np.float32) + [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(ops.convert_to_numpy(layer.logits)[:, 0], 1.0, rtol=1e-6)
+    before = ops.convert_to_numpy(layer.logits)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.apply([np.ones((4, 3), np.float32)], [layer.stored_logits])
+    moved = before - ops.convert_to_numpy(layer.logits)
+    np.testing.assert_allclose(moved, 1e-3 * multiplier, rtol=1e-2)
+
+
+def test_warm_up_moves_from_the_expected_to_the_sampled_masks():
+    layer = _built(6, 3, init="dirichlet", warmup_iter=10, seed=1)
+    expected = ops.convert_to_numpy(layer.probabilities())
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer.masks("train", 0.5, sampling_share=0.0)), expected,
+        rtol=1e-6)
+    sampled = ops.convert_to_numpy(layer.masks("train", 0.5, sampling_share=1.0))
+    assert set(np.unique(sampled)) <= {0.0, 1.0}
+    half = ops.convert_to_numpy(layer.masks("train", 0.5, sampling_share=0.5))
+    one_hot = 2 * half - expected                  # half way: the mean of p and a sample
+    np.testing.assert_allclose(np.sort(one_hot, -1), [[0, 0, 1]] * 6, atol=1e-6)
 
 
 def test_connectivity_matrices():
@@ -113,9 +171,9 @@ def test_initialisation_uniform_vector_and_seeded_dirichlet():
 
 
 def test_dirichlet_initializer_config():
-    initializer = DirichletLogits(alpha=0.3, seed=2)
-    assert DirichletLogits(**initializer.get_config()).get_config() == {"alpha": 0.3,
-                                                                       "seed": 2}
+    initializer = DirichletLogits(alpha=0.3, seed=2, scale=0.5)
+    assert DirichletLogits(**initializer.get_config()).get_config() == {
+        "alpha": 0.3, "seed": 2, "scale": 0.5}
 
 
 @pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0])
@@ -148,9 +206,9 @@ def test_straight_through_gradient_is_the_soft_gradient(gradients):
     hard_layer = _built(4, 3, seed=9, init="dirichlet")
     soft_layer = _built(4, 3, seed=9, init="dirichlet", straight_through=False)
     hard_grad, = gradients(lambda: ops.sum(hard_layer.masks("train", 0.5) * weights),
-                           [hard_layer.logits])
+                           [hard_layer.stored_logits])
     soft_grad, = gradients(lambda: ops.sum(soft_layer.masks("train", 0.5) * weights),
-                           [soft_layer.logits])
+                           [soft_layer.stored_logits])
     np.testing.assert_allclose(hard_grad, soft_grad, rtol=1e-5, atol=1e-6)
     assert np.abs(hard_grad).max() > 0
 
@@ -165,7 +223,7 @@ def test_soft_samples_sharpen_as_the_temperature_falls():
 
 def test_map_expected_and_per_example_masks():
     layer = _built(5, 3, init=(0.2, 0.2, 0.6))
-    layer.logits.assign(np.log(np.array([[0.7, 0.2, 0.1]] * 2 + [[0.1, 0.1, 0.8]] * 3,
+    layer.assign_logits(np.log(np.array([[0.7, 0.2, 0.1]] * 2 + [[0.1, 0.1, 0.8]] * 3,
                                         np.float32)))
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.masks("map")),
                                   [[1, 0, 0]] * 2 + [[0, 0, 1]] * 3)
@@ -187,7 +245,7 @@ def test_regression_map_deals_tied_kernels_out_in_turn():
     layer = _built(7, 3)
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.masks("map")).argmax(-1),
                                   [0, 1, 2, 0, 1, 2, 0])
-    layer.logits.assign(np.log(np.array([[0.3, 0.4, 0.3]] * 7, np.float32)))
+    layer.assign_logits(np.log(np.array([[0.3, 0.4, 0.3]] * 7, np.float32)))
     assert (ops.convert_to_numpy(layer.masks("map")).argmax(-1) == 1).all()
 
 
@@ -204,7 +262,7 @@ def test_kl_divergence_to_uniform_and_given_priors():
     p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     for prior in ("uniform", (0.2, 0.3, 0.5)):
         layer = _built(7, 3, prior=prior)
-        layer.logits.assign(logits)
+        layer.assign_logits(logits)
         pi = np.full(3, 1 / 3) if prior == "uniform" else np.asarray(prior)
         expected = float(np.sum(p * (np.log(p) - np.log(pi))))
         assert float(layer.kl_divergence()) == pytest.approx(expected, rel=1e-5)

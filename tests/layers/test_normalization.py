@@ -152,3 +152,20 @@ def test_groupwise_normalization_call_errors(rng):
         GroupwiseNormalization(3)(x)
     with pytest.raises(ValueError, match=r"`groups`\. Expected masks of shape \(3, 3\)"):
         GroupwiseNormalization(3)(x, groups=np.eye(2, dtype=np.float32)[[0, 1, 1]])
+
+
+@pytest.mark.parametrize("method", ["batch", "instance"])
+def test_shared_parameters_hold_one_scale_and_offset_per_channel(method, rng):
+    """One (1, C) scale and offset whatever the groups; moving statistics stay per group."""
+    layer = built(3, method, shared_parameters=True)
+    assert tuple(layer.gamma.shape) == tuple(layer.beta.shape) == (1, 3)
+    if method == "batch":
+        assert tuple(layer.moving_mean.shape) == (3, 3)
+    layer.gamma.assign([[2.0, 3.0, 4.0]])
+    layer.beta.assign([[0.5, -0.5, 1.0]])
+    x = rng.normal(size=(4, 5, 6, 3)).astype("float32")
+    one = np.eye(3, dtype="float32")
+    outputs = [ops.convert_to_numpy(layer(x, groups=one[order], training=True))
+               for order in ([0, 1, 2], [2, 2, 0])]
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    assert GroupwiseNormalization.from_config(layer.get_config()).shared_parameters

@@ -119,7 +119,7 @@ def _assign_groups(model, rng):
     for grouping in model.groupings:
         groups = np.arange(grouping.filters) % grouping.num_groups
         rng.shuffle(groups)
-        grouping.logits.assign(np.eye(grouping.num_groups, dtype=np.float32)[groups] * 5)
+        grouping.assign_logits(np.eye(grouping.num_groups, dtype=np.float32)[groups] * 5)
         assignment.append(groups)
     return assignment
 
@@ -167,6 +167,72 @@ def test_dense_connectivity_lets_specialists_reach_every_task(rng):
     conv.kernel.assign(bumped)
     out = numpy_outputs(model(x))
     assert not np.array_equal(out["task1"], base["task1"])
+
+
+def test_dense_connectivity_with_shared_norm_parameters_is_hard_sharing(rng):
+    """With `dense` routing every group reads every group and the heads read every
+    channel: whatever the sampled groups, the SFG network computes the hard-sharing
+    network with the same weights (the limit `connectivity = dense` stands for)."""
+    grouping = GroupingConfig(connectivity="dense", norm_parameters="shared",
+                              init="dirichlet")
+    model = make("sfg_highres3dnet", grouping=grouping)
+    dense = make("hard_shared")
+    x = inputs(3, size=12)
+    model(x), dense(x)
+    sfg_weights = [v for v in model.weights if "logits" not in v.path
+                   and "grouping_step" not in v.path]
+    assert len(sfg_weights) == len(dense.weights)
+    for source, target in zip(sfg_weights, dense.weights):
+        target.assign(source)
+    expected = numpy_outputs(dense(x, training=True))
+    for _ in range(2):                               # two sampled architectures
+        for task, value in numpy_outputs(model(x, training=True)).items():
+            np.testing.assert_allclose(value, expected[task], rtol=1e-4, atol=1e-4)
+
+
+def test_warm_up_trains_the_expected_architecture_first(rng):
+    model = make("sfg_highres3dnet", grouping=GroupingConfig(init="dirichlet",
+                                                             warmup_iter=50))
+    x = inputs(3, size=12)
+    model(x, training=True)
+    model.set_architecture("expected")
+    expected = numpy_outputs(model(x, training=True))
+    model.set_architecture("train")
+    model.grouping_step.assign(0)
+    at_start = numpy_outputs(model(x, training=True))
+    model.grouping_step.assign(50)
+    sampled = numpy_outputs(model(x, training=True))
+    for task in expected:
+        np.testing.assert_allclose(at_start[task], expected[task], rtol=1e-5, atol=1e-5)
+        assert not np.allclose(sampled[task], expected[task], atol=1e-3)
+
+
+def test_fixed_architecture_trains_the_map_network_and_stops_the_logits(rng):
+    """From `fixed_from` on, a training step runs the map architecture, and neither the
+    masks nor the KL term send a gradient to the logits."""
+    model = make("sfg_highres3dnet", grouping=GroupingConfig(init="dirichlet",
+                                                             fixed_from=20))
+    x = inputs(3, size=12)
+    model(x, training=True)
+    model.set_architecture("map")
+    decided = numpy_outputs(model(x))
+    model.set_architecture("train")
+    model.grouping_step.assign(19)
+    sampled = numpy_outputs(model(x, training=True))
+    assert float(model.grouping_kl()) > 0
+    model.grouping_step.assign(20)
+    fixed = numpy_outputs(model(x, training=True))
+    for task in decided:
+        np.testing.assert_allclose(fixed[task], decided[task], rtol=1e-5, atol=1e-5)
+        assert not np.allclose(sampled[task], decided[task], atol=1e-3)
+    logits = [g.stored_logits for g in model.groupings]
+
+    def loss():
+        outputs = model(x, training=True)
+        return sum(ops.mean(v) for v in outputs.values()) + model.grouping_kl()
+
+    _, grads = tape_gradients(loss, logits)
+    assert all(g is None or not np.any(ops.convert_to_numpy(g)) for g in grads)
 
 
 def test_modes_train_map_expected_sample(rng):
@@ -223,7 +289,7 @@ def test_grouping_kl_and_probabilities():
         np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
         expected += float(np.sum(p * (np.log(p) - np.log([0.25, 0.25, 0.5]))))
     assert float(model.grouping_kl()) == pytest.approx(expected, rel=1e-4)
-    _, grads = tape_gradients(model.grouping_kl, [g.logits for g in model.groupings])
+    _, grads = tape_gradients(model.grouping_kl, [g.stored_logits for g in model.groupings])
     assert all(np.abs(ops.convert_to_numpy(g)).max() > 0 for g in grads)
 
 

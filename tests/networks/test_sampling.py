@@ -47,7 +47,7 @@ def test_a_certain_posterior_has_no_architecture_variance():
     model = network()
     for grouping in model.groupings:
         rows = np.arange(grouping.filters) % 3
-        grouping.logits.assign(np.eye(3, dtype=np.float32)[rows] * 40.0)
+        grouping.assign_logits(np.eye(3, dtype=np.float32)[rows] * 40.0)
     mean, variance = sample_statistics(model, x(), 3)["seg"]
     model.set_architecture("map")
     np.testing.assert_allclose(mean, ops.convert_to_numpy(model(x())["seg"]), rtol=1e-5,
