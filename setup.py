@@ -5,10 +5,11 @@ import pathlib
 from setuptools import find_packages, setup
 
 README = pathlib.Path(__file__).resolve().parent / "README.md"
+VERSION = "0.1.0"  # keep equal to sfg_app.__version__ (a test checks)
 
 setup(
     name="sfg",
-    version="0.1.0",
+    version=VERSION,
     description=("Config-driven multi-task learning on medical images with Stochastic "
                  "Filter Groups, on TensorFlow 2 / Keras 3"),
     long_description=README.read_text(encoding="utf-8") if README.exists() else "",
@@ -36,6 +37,7 @@ setup(
             "sfg_infer=sfg_app.cli.infer:main",
             "sfg_eval=sfg_app.cli.evaluate:main",
             "sfg_groups=sfg_app.cli.groups:main",
+            "sfg_export=sfg_app.cli.export:main",
         ],
     },
     classifiers=[

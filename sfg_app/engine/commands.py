@@ -58,16 +58,23 @@ def infer(settings, inputs=None, output_dir=None) -> list[str]:
 def report_groups(settings) -> dict:
     """The learned grouping of each SFG layer: YAML, bar chart, and history plot."""
     application = make_application(settings)
-    driver = InferenceDriver(application, InferencePlan.from_settings(settings))
-    model = driver.load_model()
-    if not model.grouping_probabilities():
-        raise ConfigError(f"[NETWORK] name = {settings.network.name} has no SFG layers: "
-                          "sfg_groups reports the grouping of an SFG network such as "
-                          "sfg_highres3dnet or sfg_vgg.")
+    driver, model = _trained_sfg_network(settings, application,
+                                         "sfg_groups reports the grouping of")
     summary = _write_grouping(application, model, str(settings.system.model_dir),
                               driver.iteration)
     print(_grouping_table(summary, application.group_names()))
     return summary
+
+
+def _trained_sfg_network(settings, application, what: str):
+    """The inference driver and its restored network; a ConfigError unless the network
+    has SFG layers (``what`` says what the command does with them)."""
+    driver = InferenceDriver(application, InferencePlan.from_settings(settings))
+    model = driver.load_model()
+    if not model.grouping_probabilities():
+        raise ConfigError(f"[NETWORK] name = {settings.network.name} has no SFG layers: "
+                          f"{what} an SFG network such as sfg_highres3dnet or sfg_vgg.")
+    return driver, model
 
 
 def _write_grouping(application, model, model_dir: str, iteration: int) -> dict:
@@ -85,9 +92,12 @@ def _write_grouping(application, model, model_dir: str, iteration: int) -> dict:
 
 
 def _grouping_table(summary: dict, groups: list[str]) -> str:
-    header = ["layer", "kernels"] + [f"{g} %" for g in groups]
+    """Per layer the argmax fractions, then `max p` (the mean max probability), since
+    fractions alone show a layer of undecided kernels (max p near 1/G) as settled."""
+    header = ["layer", "kernels"] + [f"{g} %" for g in groups] + ["max p"]
     rows = [[layer, str(entry["kernels"])] +
-            [f"{100 * entry['fraction'][g]:.0f}" for g in groups]
+            [f"{100 * entry['fraction'][g]:.0f}" for g in groups] +
+            [f"{entry['mean_max_probability']:.2f}"]
             for layer, entry in summary.items()]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header] + rows)
@@ -175,3 +185,76 @@ def _on_grid(image, reference, order: int):
     data = resample(image.data, mapping[:3, :3], mapping[:3, 3], reference.spatial_shape, order)
     return Image(data=data, affine=reference.affine, path=image.path, header=None,
                  metadata=image.metadata)
+
+
+def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dict:
+    """The compact network of one task (`sfg_export`): only the kernels of the trained
+    SFG network's map architecture that reach the task's head, saved as `<task>.keras`
+    and as the TensorFlow SavedModel `<task>_savedmodel/` in `output_dir`
+    (default `<model_dir>/export`). Returns the written paths and the compact export."""
+    import shutil
+    import uuid
+
+    import tensorflow as tf
+
+    from sfg_app.io.atomic import atomic_path
+    from sfg_app.networks.compact import compact_network
+
+    application = make_application(settings)
+    tasks = list(application.tasks)
+    if task not in tasks:
+        raise ConfigError(f"--task {task!r} is not a task of this config. Expected one of: "
+                          f"{', '.join(tasks)} ([MULTITASK] tasks).")
+    output_dir = str(output_dir or os.path.join(str(settings.system.model_dir), "export"))
+    keras_path = os.path.join(output_dir, f"{task}.keras")
+    saved_path = os.path.join(output_dir, f"{task}_savedmodel")
+    existing = [p for p in (keras_path, saved_path) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise DataError(f"{', '.join(existing)} already exist(s). Choose another --output "
+                        "or pass --overwrite to replace.")
+    driver, model = _trained_sfg_network(settings, application, "sfg_export compacts")
+    try:
+        result = compact_network(model, task)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    compact = result.model
+    os.makedirs(output_dir, exist_ok=True)
+    with atomic_path(keras_path) as temporary:
+        compact.save(temporary)
+    first_conv = compact.stages[0].block.conv
+    signature = [tf.TensorSpec((None,) * (first_conv.rank + 1)
+                               + (int(first_conv.kernel.shape[-2]),), tf.float32,
+                               name="image")]
+    temporary = os.path.join(output_dir, f".{task}_savedmodel.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        compact.export(temporary, format="tf_saved_model", input_signature=signature,
+                       verbose=False)
+        if os.path.exists(saved_path):
+            shutil.rmtree(saved_path)
+        os.replace(temporary, saved_path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    print(_export_table(settings.network.name, model, result))
+    print(f"Compact network of task {task!r} (checkpoint of iteration {driver.iteration}): "
+          f"{keras_path} (load after `import sfg_app.networks.compact`), SavedModel "
+          f"{saved_path} (signature `serve`)", file=sys.stderr)
+    return {"keras": keras_path, "savedmodel": saved_path, "export": result}
+
+
+def _export_table(network_name: str, model, result) -> str:
+    """Full and compact network: kernels per SFG layer, multiply-adds per voxel of the
+    input grid (the fused SFG network counted as the dense network it computes with),
+    trainable parameters (grouping logits excluded)."""
+    header = ["network", "kernels per SFG layer", "multiply-adds / voxel", "parameters"]
+    rows = [
+        [f"{network_name} ({', '.join(model.task_names)})",
+         "/".join(str(n) for n in result.kernels_full.values()),
+         f"{result.flops_full:,.0f}", f"{result.params_full:,}"],
+        [f"compact ({result.task})",
+         "/".join(str(len(k)) for k in result.kept.values()),
+         f"{result.flops_compact:,.0f} ({result.flops_compact / result.flops_full:.0%})",
+         f"{result.params_compact:,} ({result.params_compact / result.params_full:.0%})"],
+    ]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [header] + rows)

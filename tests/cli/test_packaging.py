@@ -40,6 +40,6 @@ def test_readme_ini_examples_load(tmp_path):
 def test_console_scripts_point_at_main_functions():
     scripts = {ep.name: ep for ep in metadata.entry_points(group="console_scripts")
                if ep.value.startswith("sfg_app.cli.")}
-    assert sorted(scripts) == ["sfg_eval", "sfg_groups", "sfg_infer", "sfg_train"]
+    assert sorted(scripts) == ["sfg_eval", "sfg_export", "sfg_groups", "sfg_infer", "sfg_train"]
     for entry_point in scripts.values():
         assert callable(entry_point.load())
