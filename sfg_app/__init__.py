@@ -5,3 +5,5 @@ imported (see ``sfg_app.runtime``).
 """
 
 from sfg_app import runtime  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS first)
+
+__version__ = "0.1.0"

@@ -7,7 +7,13 @@ medians are printed with their ratios to the dense step, the last line being
 ``ratio fused/dense: X.XX``.
 
     flock -x /tmp/sfg_cpu.lock python scripts/bench/bench_sfg.py            # TF, CPU, 48^3
-    python scripts/bench/bench_sfg.py --backend torch --device cuda --window 96 --batch 2
+    python scripts/bench/bench_sfg.py --backend torch --device cuda --window 96 --batch 2 \
+        --models dense fused reference monai --dtype mixed_bfloat16
+
+``monai`` (torch backend only; ``pip install monai``) is MONAI's own HighResNet with its
+default layers and one output of 5 channels (the two tasks' 4 + 1), trained by a plain
+PyTorch step with the same loss, under ``torch.autocast`` in bfloat16 when ``--dtype`` is
+mixed: the reference point of an established PyTorch implementation.
 
 On CPU it must run alone (``flock -x``): timings beside other work mean nothing.
 """
@@ -22,7 +28,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-MODELS = ("dense", "fused", "reference")
+MODELS = ("dense", "fused", "reference", "monai")
+TASK_CHANNELS = {"segmentation": 4, "synthesis": 1}
 
 
 def parse_args(argv):
@@ -37,9 +44,12 @@ def parse_args(argv):
     parser.add_argument("--layer-scale", type=float, default=1.0)
     parser.add_argument("--norm", choices=("instance", "batch", "none"), default="instance",
                         help="norm_layer of every model (the config's default: instance)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS[:3]))
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "monai" in args.models and args.backend != "torch":
+        parser.error("--models monai needs --backend torch (MONAI is a PyTorch library)")
+    return args
 
 
 def configure(args) -> None:
@@ -59,7 +69,7 @@ def build_model(name: str, args):
     from sfg_app.networks.heads import HeadSpec
     from sfg_app.networks.highres3dnet import SFGHighRes3DNet
 
-    heads = {"segmentation": HeadSpec("voxel", 4), "synthesis": HeadSpec("voxel", 1)}
+    heads = {task: HeadSpec("voxel", channels) for task, channels in TASK_CHANNELS.items()}
     options = dict(layer_scale=args.layer_scale, norm_layer=args.norm)
     if name == "dense":
         model = HardSharedHighRes3DNet(heads, **options)
@@ -77,6 +87,30 @@ def loss_fn(model, outputs, targets):
     for task, output in outputs.items():
         total = total + ops.mean(ops.square(output - targets[task]))
     return total
+
+
+def make_monai_step(args):
+    """MONAI's HighResNet trained by a plain PyTorch step on the same loss."""
+    import torch
+    from monai.networks.nets import HighResNet
+
+    device = torch.device(args.device)
+    model = HighResNet(spatial_dims=3, in_channels=1,
+                       out_channels=sum(TASK_CHANNELS.values())).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    bfloat16 = args.dtype == "mixed_bfloat16"
+
+    def step(inputs, targets):
+        target = torch.cat([targets[task] for task in TASK_CHANNELS], dim=-1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            output = model(inputs.movedim(-1, 1)).movedim(1, -1)
+        loss = torch.mean(torch.square(output.float() - target))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
 
 
 def make_step(model, optimizer, backend: str):
@@ -119,10 +153,11 @@ def time_models(args) -> dict[str, list[float]]:
     rng = np.random.default_rng(args.seed)
     shape = (args.batch,) + (args.window,) * 3
     inputs = ops.convert_to_tensor(rng.standard_normal(shape + (1,), np.float32))
-    targets = {"segmentation": ops.convert_to_tensor(rng.random(shape + (4,), np.float32)),
-               "synthesis": ops.convert_to_tensor(rng.standard_normal(shape + (1,),
-                                                                      np.float32))}
-    steps = {name: make_step(*build_model(name, args), args.backend)
+    targets = {task: ops.convert_to_tensor(rng.standard_normal(shape + (channels,),
+                                                               np.float32))
+               for task, channels in TASK_CHANNELS.items()}
+    steps = {name: make_monai_step(args) if name == "monai"
+             else make_step(*build_model(name, args), args.backend)
              for name in args.models}
     sync = _synchroniser(args)
     times = {name: [] for name in args.models}
@@ -159,6 +194,10 @@ def main(argv=None) -> int:
         medians[name] = statistics.median(times)
         print(f"{name:>9}: median {medians[name]:.3f} s/step  "
               f"(steps: {', '.join(f'{t:.3f}' for t in times)})", flush=True)
+    if "monai" in medians:
+        for name in ("dense", "reference", "fused"):
+            if name in medians:
+                print(f"ratio {name}/monai: {medians[name] / medians['monai']:.2f}")
     if "dense" in medians:
         for name in ("reference", "fused"):
             if name in medians:

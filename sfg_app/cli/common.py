@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+import sfg_app
 from sfg_app.errors import SFGError
 
 #: Exit status of a user error (as argparse uses for a bad argument) and of Ctrl-C.
@@ -37,8 +38,10 @@ def build_parser(prog: str, description: str, example: str) -> argparse.Argument
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"example:\n  {example}\n\nEvery config key and its default: "
                f"{prog} --help-config")
-    parser.add_argument("--config", required=True, metavar="PATH",
+    parser.add_argument("-c", "--config", required=True, metavar="PATH",
                         help="config file: INI (.ini, .cfg) or YAML (.yaml, .yml)")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s (sfg) {sfg_app.__version__}")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         metavar="SECTION.key=value",
                         help="override one config key (repeatable), e.g. "

@@ -97,7 +97,7 @@ def test_bad_override_exits_2(config_file, capsys, engine):
 
 def test_missing_config_argument_exits_2(capsys):
     assert train.main([]) == 2
-    assert "the following arguments are required: --config" in capsys.readouterr().err
+    assert "the following arguments are required: -c/--config" in capsys.readouterr().err
 
 
 def test_missing_config_file_exits_2(tmp_path, capsys):
@@ -179,3 +179,25 @@ def test_command_receives_its_arguments(config_file):
     assert run_command(parser, ["--config", str(config_file), "--flag"],
                        lambda args, settings: received.append(args)) == 0
     assert isinstance(received[0], argparse.Namespace) and received[0].flag
+
+
+@pytest.mark.parametrize("prog", COMMANDS)
+def test_version_and_niftynets_short_config_flag(prog, tmp_path, capsys):
+    import sfg_app
+
+    assert COMMANDS[prog].main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"{prog} (sfg) {sfg_app.__version__}"
+    path = tmp_path / "c.ini"
+    path.write_text("[TRAINING]\nmax_itr = 5\n")
+    assert COMMANDS[prog].main(["-c", str(path)]) == 2
+    assert "has no key 'max_itr'" in capsys.readouterr().err
+
+
+def test_package_version_matches_setup():
+    import pathlib
+    import re
+
+    import sfg_app
+
+    setup = (pathlib.Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    assert re.search(r'VERSION = "([^"]+)"', setup).group(1) == sfg_app.__version__
