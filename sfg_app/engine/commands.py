@@ -1,4 +1,5 @@
-"""What `sfg_train`, `sfg_infer`, `sfg_eval` and `sfg_groups` do with validated settings."""
+"""What `sfg_train`, `sfg_infer`, `sfg_eval`, `sfg_groups` and `sfg_export` do with
+validated settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 from sfg_app import runtime
 from sfg_app.config import save_settings
@@ -15,6 +17,8 @@ from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import ConfigError, DataError
+from sfg_app.io.atomic import atomic_path
+from sfg_app.networks.compact import compact_network
 from sfg_app.registry import APPLICATIONS
 
 SETTINGS_FILE = "settings.yaml"
@@ -192,14 +196,6 @@ def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dic
     SFG network's map architecture that reach the task's head, saved as `<task>.keras`
     and as the TensorFlow SavedModel `<task>_savedmodel/` in `output_dir`
     (default `<model_dir>/export`). Returns the written paths and the compact export."""
-    import shutil
-    import uuid
-
-    import tensorflow as tf
-
-    from sfg_app.io.atomic import atomic_path
-    from sfg_app.networks.compact import compact_network
-
     application = make_application(settings)
     tasks = list(application.tasks)
     if task not in tasks:
@@ -225,15 +221,9 @@ def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dic
     signature = [tf.TensorSpec((None,) * (first_conv.rank + 1)
                                + (int(first_conv.kernel.shape[-2]),), tf.float32,
                                name="image")]
-    temporary = os.path.join(output_dir, f".{task}_savedmodel.{uuid.uuid4().hex[:12]}.tmp")
-    try:
+    with atomic_path(saved_path) as temporary:
         compact.export(temporary, format="tf_saved_model", input_signature=signature,
                        verbose=False)
-        if os.path.exists(saved_path):
-            shutil.rmtree(saved_path)
-        os.replace(temporary, saved_path)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     print(_export_table(settings.network.name, model, result))
     print(f"Compact network of task {task!r} (checkpoint of iteration {driver.iteration}): "
           f"{keras_path} (load after `import sfg_app.networks.compact`), SavedModel "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +18,10 @@ from sfg_app.io.formats import split_extension
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path in the folder of ``path``, with its extension (writers choose the
-    format by it); renamed onto ``path`` when the block succeeds, removed when it fails."""
+    format by it); renamed onto ``path`` when the block succeeds, removed when it fails.
+
+    The block may write a file or a folder (a SavedModel); a folder replaces an existing
+    folder at ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -25,9 +29,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     temporary = os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:12]}.tmp{ext}")
     try:
         yield temporary
+        if os.path.isdir(temporary) and os.path.isdir(path):
+            shutil.rmtree(path)
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
+        if os.path.isdir(temporary):
+            shutil.rmtree(temporary)
+        elif os.path.exists(temporary):
             os.remove(temporary)
 
 
