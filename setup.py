@@ -29,7 +29,8 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "nilearn>=0.10"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "nilearn>=0.10",
+                 "scikit-image>=0.22"],
     },
     entry_points={
         "console_scripts": [

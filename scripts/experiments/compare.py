@@ -278,8 +278,9 @@ def one_run(plan: dict) -> int:
         Path(plan["status"]).write_text(json.dumps(status), encoding="utf-8")
 
     record()
+    # A run started again after a failure replaces the outputs of its own folder.
     common = ["--config", plan["config"], "--set", f"SYSTEM.model_dir={plan['model_dir']}",
-              "--set", f"SYSTEM.seed={plan['seed']}"]
+              "--set", f"SYSTEM.seed={plan['seed']}", "--set", "INFERENCE.overwrite=true"]
     for index, (_, command, extra) in enumerate(plan["steps"]):
         argv = common + [x for value in extra for x in ("--set", value)]
         print(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} sfg_{command} {' '.join(argv)}",

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from sfg_app.data.dataset import (SectionSource, SubjectFiles, find_subjects,
 from sfg_app.data.preprocessing import (PreprocessedSubject, Preprocessor, SectionSpec,
                                         check_label_values)
 from sfg_app.data.windows import WindowSource
-from sfg_app.errors import ConfigError, DataError
+from sfg_app.errors import ConfigError, DataError, SFGWarning
 from sfg_app.registry import SAMPLERS
 
 FOREGROUND_METHODS = ("none", "otsu", "threshold", "mean")
@@ -146,6 +147,9 @@ class DataPlan:
     # -- preprocessing --------------------------------------------------------------------
     @functools.cached_property
     def preprocessor(self) -> Preprocessor:
+        return self._preprocessor(normalise=True)
+
+    def _preprocessor(self, normalise: bool) -> Preprocessor:
         settings, network = self.settings, self.settings.network
         specs = []
         for name in self.roles.volumes:
@@ -153,7 +157,8 @@ class DataPlan:
             specs.append(SectionSpec(
                 name=name, kind="label" if name in self.roles.labels else "image",
                 loader=section.loader, interp_order=section.interp_order,
-                match_space=section.match_space, normalisation=section.normalisation,
+                match_space=section.match_space,
+                normalisation=section.normalisation if normalise else "none",
                 foreground_type=section.foreground_type,
                 foreground_threshold=section.foreground_threshold,
                 intensity_window=section.intensity_window,
@@ -183,13 +188,54 @@ class DataPlan:
         if sections is not None:
             subject = dataclasses.replace(subject, paths={
                 k: v for k, v in subject.paths.items() if k in sections})
-        processed = self.preprocessor(subject)
+        return self._checked(self.preprocessor, subject)
+
+    def _checked(self, preprocessor: Preprocessor, subject: SubjectFiles) -> PreprocessedSubject:
+        processed = preprocessor(subject)
+        self._check_thickness(processed)
         for task in self.tasks.values():
             num_classes = getattr(task, "num_classes", None)
             if num_classes and task.target in processed.arrays:
                 check_label_values(processed.arrays[task.target], num_classes,
                                    subject.paths[task.target])
         return processed
+
+    def check_files(self) -> tuple[int, list[str]]:
+        """`sfg_train --check`: every file of every subject read and put on the image grid
+        (header, shape, affine, finite values, matching grids, label values), without
+        intensity normalisation (histogram landmarks need training). Returns the number of
+        files read and a problem per failing subject, each naming its files."""
+        preprocessor = self._preprocessor(normalise=False)
+        images, problems, files, channels = self.roles.images, [], 0, {}
+        for subject in self.subjects:
+            files += len(subject.paths)
+            try:
+                processed = self._checked(preprocessor, subject)
+            except DataError as error:
+                problems.append(f"{subject.subject_id}: {error}")
+                continue
+            count = sum(processed.arrays[name].shape[-1] for name in images)
+            channels.setdefault(count, []).append(subject.subject_id)
+        if len(channels) > 1:
+            problems.append("The image sections' channels differ between subjects: " + "; ".join(
+                f"{count} channel(s): {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
+                for count, ids in sorted(channels.items())) + ". Every subject needs the same.")
+        return files, problems
+
+    def _check_thickness(self, processed: PreprocessedSubject) -> None:
+        """A warning per axis along which the volume (on the preprocessed grid, before
+        `volume_padding_size`) is thinner than the window: it is padded to the window,
+        which is what a 2D slice through a 3D network or a cropped field of view gets."""
+        record = processed.record
+        shape = tuple(n - low - high for n, (low, high) in zip(record.shape, record.padding))
+        for axis, (size, window) in enumerate(zip(shape, self.window_size)):
+            if size < window:
+                warnings.warn(
+                    f"{processed.subject_id} ({record.source.path}): {size} voxel(s) along "
+                    f"axis {'xyz'[axis]} after preprocessing, thinner than the window's "
+                    f"{window}; it is padded to the window. If it is a 2D image, use a 2D "
+                    f"window (spatial_window_size with 1 along z); else check pixdim and the "
+                    "window size.", SFGWarning, stacklevel=2)
 
     def _arrays(self, subject: SubjectFiles) -> dict[str, np.ndarray]:
         processed = self.preprocess(subject)

@@ -12,6 +12,10 @@ Per task and subject, in `[INFERENCE] save_seg_dir` (or `--output`):
 - in `sample` mode also `<subject>_<task>_var`: the variance across the sampled
   architectures (regression: of the values; segmentation: summed over the classes);
 - image-level tasks: one row per subject in `<task>.csv`.
+`output_name` is the one definition of these names (the evaluation reads them back with
+it); `planned_outputs` lists a subject's before any work, so that a command can refuse
+existing files (no silent overwrite) before hours of inference. Every path is built by
+`io.paths.output_path`: inside the output folder, never an input image.
 Probabilities are only held as a full volume per class when something needs them
 (probabilities asked for, resampling back through them, or variances); otherwise labels
 are blended straight into one integer volume.
@@ -27,12 +31,46 @@ import numpy as np
 
 from sfg_app.data.aggregators import ImageAggregator, VoxelAggregator
 from sfg_app.data.preprocessing import PreprocessedSubject, undo
-from sfg_app.errors import DataError
 from sfg_app.io.atomic import atomic_write_text
 from sfg_app.io.formats import split_extension
+from sfg_app.io.paths import output_path
 from sfg_app.io.writers import write_image
 
 OUTPUT_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+def output_extension(source_path: str) -> str:
+    """The input's own format when it can be written in one file, else NIfTI."""
+    extension = split_extension(source_path)[1]
+    return extension if extension in OUTPUT_EXTENSIONS else ".nii.gz"
+
+
+def output_name(subject_id: str, task_name: str, extension: str, kind: str = "") -> str:
+    """The file of one subject's output of a voxel task; ``kind``: "" (labels or values),
+    "prob" (class probabilities) or "var" (variance across sampled architectures)."""
+    return f"{subject_id}_{task_name}{'_' + kind if kind else ''}{extension}"
+
+
+def table_name(task_name: str) -> str:
+    """The file of an image-level task's outputs: one row per subject."""
+    return f"{task_name}.csv"
+
+
+def planned_outputs(tasks: dict, subject_id: str, extension: str,
+                    with_variance: bool) -> list[str]:
+    """The file names inference writes for one subject (see the module docstring)."""
+    names = []
+    for name, task in tasks.items():
+        if task.head_kind == "image":
+            names.append(table_name(name))
+            continue
+        kinds = [""]
+        if getattr(task, "num_classes", None) and task.save_probabilities:
+            kinds.append("prob")
+        if with_variance:
+            kinds.append("var")
+        names.extend(output_name(subject_id, name, extension, kind) for kind in kinds)
+    return names
 
 
 class SubjectInference:
@@ -46,9 +84,8 @@ class SubjectInference:
         self.image_sections = tuple(image_sections)
         self.output_dir = output_dir
         self.spatial_dims = spatial_dims
-        self.protected = {os.path.realpath(p) for p in protected_paths}
-        source_ext = split_extension(subject.record.source.path)[1]
-        self.extension = source_ext if source_ext in OUTPUT_EXTENSIONS else ".nii.gz"
+        self.protected = tuple(protected_paths)
+        self.extension = output_extension(subject.record.source.path)
         self.aggregators: dict[str, dict[str, object]] = {}
         for name, task in tasks.items():
             self.aggregators[name] = self._aggregators(task, blending, with_variance)
@@ -97,7 +134,6 @@ class SubjectInference:
 
     # -- results ------------------------------------------------------------------------------
     def write(self) -> list[str]:
-        os.makedirs(self.output_dir, exist_ok=True)
         written = []
         for name, aggregators in self.aggregators.items():
             task = self.tasks[name]
@@ -108,13 +144,13 @@ class SubjectInference:
             if getattr(task, "num_classes", None):
                 written.extend(self._write_segmentation(task, aggregators["mean"].output, mean))
             else:
-                written.append(self._write_volume(f"{name}", self._undo(mean, task),
+                written.append(self._write_volume(name, "", self._undo(mean, task),
                                                   np.float32))
             if "variance" in aggregators:
                 variance = aggregators["variance"].result()
                 if getattr(task, "num_classes", None):
                     variance = variance.sum(axis=-1, keepdims=True)
-                written.append(self._write_volume(f"{name}_var",
+                written.append(self._write_volume(name, "var",
                                                   self._undo(variance, task, order=1),
                                                   np.float32))
         return written
@@ -127,27 +163,29 @@ class SubjectInference:
             probabilities = self._undo(mean, task)
             labels = probabilities.argmax(axis=-1)[..., None].astype(np.int32)
             if task.save_probabilities:
-                written.append(self._write_volume(f"{task.name}_prob", probabilities,
+                written.append(self._write_volume(task.name, "prob", probabilities,
                                                   np.float32))
-        written.insert(0, self._write_volume(task.name, labels, None))
+        written.insert(0, self._write_volume(task.name, "", labels, None))
         return written
 
     def _undo(self, volume: np.ndarray, task, order: int | None = None) -> np.ndarray:
         return undo(volume, self.subject.record,
                     task.output_interp_order if order is None else order)
 
-    def _write_volume(self, suffix: str, data: np.ndarray, dtype) -> str:
-        path = os.path.join(self.output_dir, f"{self.subject_id}_{suffix}{self.extension}")
-        if os.path.realpath(path) in self.protected:
-            raise DataError(f"The output {path} would overwrite an input image. Choose "
-                            "another output folder ([INFERENCE] save_seg_dir or --output).")
+    def _path(self, name: str) -> str:
+        # Existing files were refused (or allowed) before the run by `planned_outputs`;
+        # here the path is only held inside the folder and off the inputs.
+        return output_path(self.output_dir, name, overwrite=True, protected=self.protected)
+
+    def _write_volume(self, task_name: str, kind: str, data: np.ndarray, dtype) -> str:
+        path = self._path(output_name(self.subject_id, task_name, self.extension, kind))
         source = self.subject.record.source
         return write_image(path, data, source.affine, like=source, dtype=dtype)
 
     def _write_row(self, task, aggregators) -> str:
         """One row per subject in `<task>.csv`, rewritten whole (temporary file + rename)."""
         values = list(aggregators["mean"].result())
-        path = os.path.join(self.output_dir, f"{task.name}.csv")
+        path = self._path(table_name(task.name))
         rows = {}
         if os.path.exists(path):
             with open(path, newline="") as handle:

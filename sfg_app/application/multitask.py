@@ -18,11 +18,13 @@ from keras import ops
 
 from sfg_app.application.base import Application
 from sfg_app.application.data import DataPlan
-from sfg_app.application.inference import SubjectInference
+from sfg_app.application.inference import (SubjectInference, output_extension,
+                                           planned_outputs)
 from sfg_app.application.tasks import build_tasks, head_specs
 from sfg_app.data.dataset import SubjectFiles, subject_id_from_name
 from sfg_app.data.samplers.grid import GridSampler
-from sfg_app.errors import DataError
+from sfg_app.errors import DataError, OutputError
+from sfg_app.io.paths import check_name, output_path
 from sfg_app.io.readers import load_image
 from sfg_app.layers.grouping import GroupingConfig
 from sfg_app.registry import NETWORKS, OPTIMISERS
@@ -216,6 +218,31 @@ class MultiTaskApplication(Application):
                 "files with --input.")
         return subjects
 
+    def check_outputs(self, subjects: list[SubjectFiles], output_dir: str,
+                      overwrite: bool) -> list[str]:
+        """Before any work: the output paths of every subject, each inside `output_dir`
+        and off the inputs; an OutputError naming the outputs that exist already, unless
+        `overwrite`."""
+        with_variance = self.settings.inference.architecture == "sample"
+        protected = [path for subject in subjects for path in subject.paths.values()]
+        names = {}
+        for subject in subjects:
+            extension = output_extension(subject.paths[self.data.roles.images[0]])
+            for name in planned_outputs(self.tasks, subject.subject_id, extension,
+                                        with_variance):
+                names[name] = output_path(output_dir, name, overwrite=True,
+                                          protected=protected)
+        existing = [path for path in names.values() if os.path.lexists(path)]
+        if existing and not overwrite:
+            shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more"
+                                               if len(existing) > 5 else "")
+            raise OutputError(
+                f"{len(existing)} output(s) exist already: {shown}. Nothing was written. "
+                "Remove them, choose another output folder (--output or [INFERENCE] "
+                "save_seg_dir), or pass --overwrite (or set [INFERENCE] overwrite = true) "
+                "to replace them.")
+        return list(names.values())
+
     def inference_subjects(self, subjects: list[SubjectFiles], output_dir=None):
         """A `SubjectInference` per subject, preprocessed when the engine reaches it."""
         images = self.data.roles.images
@@ -226,6 +253,12 @@ class MultiTaskApplication(Application):
         protected = [path for subject in subjects for path in subject.paths.values()]
         for subject in subjects:
             processed = self.data.preprocess(subject, sections=images)
+            channels = sum(processed.arrays[name].shape[-1] for name in images)
+            if channels != self.input_channels:
+                raise DataError(
+                    f"Subject {subject.subject_id} ({', '.join(subject.paths[n] for n in images)})"
+                    f" has {channels} channel(s); the network takes {self.input_channels}, as "
+                    "the first subject's images have. Every subject needs the same channels.")
             plan = (sampler.inference_plan(processed.arrays)
                     if hasattr(sampler, "inference_plan") else sampler.plan(processed.arrays))
             yield SubjectInference(
@@ -243,10 +276,17 @@ class MultiTaskApplication(Application):
                 f"subject, in that order: {len(images)} file(s) a subject. Received "
                 f"{len(files)} file(s).")
         source = next(s for s in self.data.sources() if s.name == images[0])
-        subjects = []
+        subjects, first_file = [], {}
         for first in range(0, len(files), len(images)):
             group = files[first:first + len(images)]
             subject_id = subject_id_from_name(os.path.basename(group[0]), source)
+            check_name(subject_id, f"--input: the subject id of {group[0]!r}", DataError)
+            if subject_id in first_file:
+                raise DataError(
+                    f"--input: {first_file[subject_id]!r} and {group[0]!r} both give the subject "
+                    f"id {subject_id!r}, and their outputs would have the same names. Infer "
+                    "them in separate runs with different --output folders, or rename one.")
+            first_file[subject_id] = group[0]
             subjects.append(SubjectFiles(subject_id=subject_id, paths=dict(zip(images, group)),
                                          values={}))
         # The network's input channels come from these files, not from the dataset's.

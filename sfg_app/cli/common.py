@@ -1,7 +1,11 @@
-"""What every sfg command shares: ``--config``, ``--set``, ``--help-config`` and exit codes.
+"""What every sfg command shares: ``--config``, ``--set``, ``--help-config``, the log
+file and exit codes.
 
 A command is a ``main(argv=None) -> int``; only ``run_command`` turns errors into exit
-statuses, so the code below it raises and never prints or exits.
+statuses, so the code below it raises and never prints or exits. A user's error (an
+``SFGError``, or what the operating system refused: no space, no permission, a file
+where a folder should be) is one line ``prog: error: ...`` and status 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -12,11 +16,18 @@ import sys
 from typing import Callable, Sequence
 
 import sfg_app
-from sfg_app.errors import SFGError
+from sfg_app.cli.console import console_session
+from sfg_app.errors import SFGError, TrainingStopped
+from sfg_app.io.paths import describe_os_error
 
-#: Exit status of a user error (as argparse uses for a bad argument) and of Ctrl-C.
+#: Exit status of a user error (as argparse uses for a bad argument), of Ctrl-C and of a
+#: run stopped cleanly by SIGTERM (128 + the signal, as a shell reports them).
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+#: TensorFlow's errors that report what the system refused rather than a bug.
+_TF_SYSTEM_ERRORS = ("PermissionDeniedError", "ResourceExhaustedError", "NotFoundError",
+                     "AlreadyExistsError", "DataLossError")
 
 
 class _HelpConfigAction(argparse.Action):
@@ -52,11 +63,17 @@ def build_parser(prog: str, description: str, example: str) -> argparse.Argument
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-                command: Callable[[argparse.Namespace, object], object]) -> int:
-    """Parses ``argv``, loads the settings and runs ``command(args, settings)``.
+                command: Callable[[argparse.Namespace, object], object],
+                makes_model_dir: Callable[[argparse.Namespace], bool] = lambda args: False
+                ) -> int:
+    """Parses ``argv``, loads the settings and runs ``command(args, settings)`` with the
+    console of ``console_session``: the log file ``<model_dir>/<prog>.log``, kept when
+    the model folder exists or ``makes_model_dir(args)`` says the command creates it (a
+    command that fails on an untrained folder leaves nothing behind).
 
-    An ``SFGError`` becomes ``prog: error: message`` on stderr and status 2, with no
-    traceback; Ctrl-C becomes status 130.
+    An ``SFGError`` or an operating-system error becomes ``prog: error: message`` on
+    stderr and status 2, with no traceback; Ctrl-C becomes status 130, a run stopped by
+    SIGTERM status 143.
     """
     try:
         args = parser.parse_args(argv)
@@ -65,14 +82,37 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     # The engine runs on TensorFlow whatever backend the shell names for other work.
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        from sfg_app.config import load_settings
+    from sfg_app.config import load_settings
 
-        command(args, load_settings(args.config, args.overrides))
+    try:
+        settings = load_settings(args.config, args.overrides)
     except SFGError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(parser.prog, str(error))
+    model_dir = str(settings.system.model_dir)
+    log_path = None
+    if os.path.isdir(model_dir) or makes_model_dir(args):
+        log_path = os.path.join(model_dir, f"{parser.prog}.log")
+    with console_session(parser.prog, log_path, argv):
+        try:
+            command(args, settings)
+        except SFGError as error:
+            return _fail(parser.prog, str(error))
+        except OSError as error:
+            return _fail(parser.prog, describe_os_error(error))
+        except TrainingStopped as stop:
+            print(f"{parser.prog}: {stop}", file=sys.stderr)
+            return EXIT_TERMINATED
+        except KeyboardInterrupt:
+            print(f"{parser.prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as error:
+            if (type(error).__name__ not in _TF_SYSTEM_ERRORS
+                    or not type(error).__module__.startswith("tensorflow")):
+                raise
+            return _fail(parser.prog, " ".join(str(error).split())[:800])
     return 0
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR

@@ -28,11 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=lambda text: pathlib.Path(text).absolute(),
                         metavar="DIR", help="folder of the outputs (default: [INFERENCE] "
                                             "save_seg_dir)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs that exist already (default: an existing "
+                             "output is an error); input images are never overwritten")
 
     def infer(args, settings):
         from sfg_app.engine import commands
 
-        commands.infer(settings, inputs=args.input, output_dir=args.output)
+        commands.infer(settings, inputs=args.input, output_dir=args.output,
+                       overwrite=args.overwrite)
 
     return run_command(parser, argv, infer)
 

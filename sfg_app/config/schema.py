@@ -333,6 +333,9 @@ INFERENCE = SectionSchema(
         "border. Each must be less than half the window."),
     key("inference_iter", Int(-1), -1, "Checkpoint to use; -1: the latest."),
     key("save_seg_dir", Path(), UnderModelDir("inference"), "Folder of the outputs."),
+    key("overwrite", Bool(), False, "Replace outputs that exist already (as sfg_infer "
+        "--overwrite); false: an existing output is an error naming it. Input images are "
+        "never overwritten."),
     key("architecture", Choice("map", "sample", "expected"), "map",
         "SFG networks at test time: most probable groups, mc_samples sampled "
         "architectures averaged, or soft masks equal to the probabilities."),

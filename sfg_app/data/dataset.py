@@ -33,6 +33,7 @@ import numpy as np
 from sfg_app.errors import ConfigError, DataError
 from sfg_app.io.atomic import atomic_write_text
 from sfg_app.io.formats import SEARCHABLE_EXTENSIONS, split_extension
+from sfg_app.io.paths import check_name
 
 PHASES = ("training", "validation", "inference")
 _LISTED = 20  # ids named in a message before "... and N more"
@@ -111,6 +112,7 @@ def _add(found: dict[str, str], subject_id: str, path: str, source: SectionSourc
             f"[{source.name}] the file {path!r} gives an empty subject id once "
             "`filename_contains` / `filename_removefromid` is removed from its name. Adjust "
             "`filename_removefromid` so that the subject's identifier remains.")
+    check_name(subject_id, f"[{source.name}] the subject id of {path!r}", DataError)
     if subject_id in found:
         raise DataError(
             f"[{source.name}] two files give the subject id {subject_id!r}: {found[subject_id]!r} "
@@ -200,6 +202,8 @@ def read_section_values(source: SectionSource) -> dict[str, float]:
                 f"[{source.name}] `csv_file` {source.csv_file!r} line {number}: expected a "
                 f"subject id and a finite number in column `{source.value_column}`. Received "
                 f"subject_id={subject_id!r}, {source.value_column}={text!r}.")
+        check_name(subject_id, f"[{source.name}] `csv_file` {source.csv_file!r} line "
+                               f"{number}: the subject id", DataError)
         if subject_id in values:
             raise DataError(f"[{source.name}] `csv_file` {source.csv_file!r} line {number}: "
                             f"subject {subject_id!r} appears twice.")

@@ -2,8 +2,10 @@
 
 TensorFlow writes a checkpoint's data under a temporary name and renames it, then
 rewrites the small `checkpoint` index file atomically, so a run killed while saving
-leaves the previous checkpoint intact. Workers other than the chief write to a scratch
-folder that is deleted: every worker must take part in a save, only one copy is kept.
+leaves the previous checkpoint intact; a checkpoint damaged afterwards (a full disk, a
+copy that did not finish) is skipped, with a warning, when the latest is restored.
+Workers other than the chief write to a scratch folder that is deleted: every worker
+must take part in a save, only one copy is kept.
 
 A Keras layer or model is saved as the map of its variables by path (below its own
 name), not through its own trackable children: TensorFlow's object tracking does not see
@@ -15,15 +17,17 @@ survive Keras' renaming of a second instance in one process (`sfg_high_res3d_net
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
 import tempfile
+import warnings
 
 import keras
 import tensorflow as tf
 
-from sfg_app.errors import TrainingError
+from sfg_app.errors import SFGWarning, TrainingError
 
 CHECKPOINT_NAME = "ckpt"
 
@@ -61,27 +65,92 @@ class CheckpointStore:
         return _checkpoint_path(self.directory, iteration)[0]
 
     def restore(self, iteration: int = -1, partial: bool = False) -> int:
-        """Load the checkpoint of `iteration` (-1: the latest) and return its iteration.
+        """Load the checkpoint of `iteration` (-1: the latest that can be read) and return
+        the iteration it holds.
 
         `partial` allows a checkpoint with more objects than this store tracks (inference
         restores the network of a training checkpoint, not its optimiser).
+
+        A checkpoint whose files were cut or damaged (a full disk, a copy that did not
+        finish, a file system that lost a block) stops neither training nor inference when
+        the latest is asked for: it is named in a warning and the next newest is tried.
+        An iteration asked for by number is never replaced by another: its damage is a
+        TrainingError. Falling back is safe: TensorFlow reads every tensor of a checkpoint
+        before assigning any (measured for each kind of damage: no variable changed), and
+        a restore that succeeds has assigned every variable this store tracks
+        (`assert_existing_objects_matched`), so nothing of a failed attempt survives.
         """
-        path, found = _checkpoint_path(self.directory, iteration)
+        if iteration != -1:
+            path, found = _checkpoint_path(self.directory, iteration)
+            damage = self._restore_from(path, partial)
+            if damage is not None:
+                others = [i for i in available_iterations(self.directory) if i != found]
+                raise TrainingError(
+                    f"The checkpoint of iteration {found} cannot be read ({damage}): its "
+                    "files were cut or damaged. Choose another iteration "
+                    f"({', '.join(map(str, others)) or 'none left'}) in [TRAINING] "
+                    "starting_iter or [INFERENCE] inference_iter, or -1 for the latest that "
+                    f"can be read; or delete its files ({path}.*).")
+            return found
+        _checkpoint_path(self.directory, -1)  # a TrainingError when there is none
+        skipped = []
+        for found in reversed(available_iterations(self.directory)):
+            damage = self._restore_from(_prefix(self.directory, found), partial)
+            if damage is None:
+                return found
+            skipped.append(f"iteration {found} ({damage})")
+            warnings.warn(f"The checkpoint of iteration {found} cannot be read and is "
+                          f"skipped ({damage}); trying the one before it.", SFGWarning,
+                          stacklevel=2)
+        raise TrainingError(
+            f"No checkpoint in {self.directory} can be read: {'; '.join(skipped)}. Their "
+            "files were cut or damaged (a full disk, a copy that did not finish). To train "
+            f"afresh, delete {self.directory} or point [SYSTEM] model_dir at a new folder "
+            "(the training so far is lost); to use another trained run, point [SYSTEM] "
+            "model_dir at its folder.")
+
+    def _restore_from(self, path: str, partial: bool) -> str | None:
+        """Restore `path`; None when it worked, what is damaged when its files cannot be
+        read, a TrainingError when they can but do not fit the tracked objects.
+
+        TensorFlow's exception does not say which of the two happened (a cut data file
+        raises IndexError, a cut or overwritten index a bare OpError, a damaged tensor
+        DataLossError, a mismatch AssertionError, ValueError or InvalidArgumentError), so
+        a failed restore is followed by reading every tensor of the checkpoint: the
+        checkpoint is damaged exactly when that fails.
+        """
         try:
             status = self.checkpoint.restore(path)
             if partial:
                 status.expect_partial()
             status.assert_existing_objects_matched()
-        # A variable missing, its shape, or its dtype (an optimiser saved by position).
-        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
+        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:
+            damage = unreadable(path)
+            if damage is not None:
+                return damage
+            # A variable missing, its shape, or its dtype (an optimiser saved by position).
             raise TrainingError(
                 f"The checkpoint {path} does not fit the network built from the config "
-                f"({' '.join(str(error).split())[:300]}). The network's settings ([NETWORK], "
+                f"({_one_line(error)}). The network's settings ([NETWORK], "
                 "[SFG], [MULTITASK], [TASK] sections) and the image channels must be those "
                 "it was trained with, and to resume training its [TRAINING] optimiser and "
                 "[SYSTEM] mixed_precision (see settings.yaml in its model_dir); or point "
                 "[SYSTEM] model_dir at another run.") from None
-        return found
+        return None
+
+
+def unreadable(path: str) -> str | None:
+    """What is wrong with the files of checkpoint `path` (a prefix: `.../ckpt-20`), or
+    None when every tensor in them reads back with its checksum."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except (IndexError, ValueError, tf.errors.OpError) as error:
+        files = sorted(glob.glob(glob.escape(path) + ".*"))
+        listed = ", ".join(os.path.basename(f) for f in files) or "no files"
+        return f"{path}: {listed}: {_one_line(error)}"
+    return None
 
 
 def variables_by_path(layer: keras.layers.Layer) -> dict:
@@ -121,4 +190,12 @@ def _checkpoint_path(directory: str, iteration: int) -> tuple[str, int]:
         raise TrainingError(
             f"No checkpoint of iteration {iteration} in {directory}. Available iterations: "
             f"{', '.join(map(str, found))}; -1 takes the latest.")
-    return os.path.join(directory, f"{CHECKPOINT_NAME}-{iteration}"), iteration
+    return _prefix(directory, iteration), iteration
+
+
+def _prefix(directory: str, iteration: int) -> str:
+    return os.path.join(directory, f"{CHECKPOINT_NAME}-{iteration}")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]

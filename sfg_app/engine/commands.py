@@ -12,12 +12,13 @@ import tensorflow as tf
 
 from sfg_app import runtime
 from sfg_app.config import save_settings
-from sfg_app.engine.checkpoints import CheckpointStore
+from sfg_app.engine.checkpoints import CheckpointStore, variables_by_path
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import ConfigError, DataError
 from sfg_app.io.atomic import atomic_path
+from sfg_app.io.paths import writable_folder
 from sfg_app.networks.compact import compact_network
 from sfg_app.registry import APPLICATIONS
 
@@ -32,8 +33,7 @@ def make_application(settings):
 
 def train(settings) -> None:
     """Train (resuming when model_dir has checkpoints), then report the grouping."""
-    model_dir = str(settings.system.model_dir)
-    os.makedirs(model_dir, exist_ok=True)
+    model_dir = writable_folder(str(settings.system.model_dir), "the run's checkpoints and logs")
     save_settings(settings, os.path.join(model_dir, SETTINGS_FILE))
     notice = runtime.onednn_notice()
     if notice:
@@ -44,19 +44,70 @@ def train(settings) -> None:
         _write_grouping(application, state.model, model_dir, state.iteration)
 
 
-def infer(settings, inputs=None, output_dir=None) -> list[str]:
-    """Grid inference on the `dataset_to_infer` split, or on the `inputs` files."""
+def check(settings) -> None:
+    """`sfg_train --check`: the config (already validated by loading it), the network it
+    builds, and every data file, without training or writing anything; a DataError listing
+    every problem."""
+    application = make_application(settings)
+    data = application.data
+    files, problems = data.check_files()
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in the data of {len(data.subjects)} "
+                        "subject(s):\n  - " + "\n  - ".join(problems))
+    application.build_network()
+    print(f"Config and data are fine: {len(data.subjects)} subject(s), {files} file(s) read "
+          f"and put on the grid of [{data.roles.images[0]}]; the network builds "
+          f"({settings.network.name}).", file=sys.stderr)
+
+
+def infer(settings, inputs=None, output_dir=None, overwrite: bool = False) -> list[str]:
+    """Grid inference on the `dataset_to_infer` split, or on the `inputs` files.
+
+    Everything that can be checked is checked before the first window: a checkpoint,
+    the output folder writable, every output's name inside it and not there already
+    (unless `overwrite` or `[INFERENCE] overwrite`), the inputs' channels those the
+    network was trained on."""
     plan = InferencePlan.from_settings(settings)
+    output_dir = str(output_dir or settings.inference.save_seg_dir)
+    overwrite = overwrite or settings.inference.overwrite
     # An untrained model_dir fails before the data are read (and a split file written).
-    CheckpointStore(str(plan.model_dir)).path(plan.inference_iter)
+    checkpoint = CheckpointStore(str(plan.model_dir)).path(plan.inference_iter)
+    writable_folder(output_dir, "the inference outputs")
     application = make_application(settings)
     subjects = application.inference_files(inputs)
+    application.check_outputs(subjects, output_dir, overwrite)
+    _check_trained_channels(application, checkpoint, subjects[0])
     driver = InferenceDriver(application, plan)
     written = driver.run(application.inference_subjects(subjects, output_dir))
     print(f"Inference with the checkpoint of iteration {driver.iteration} "
           f"({settings.inference.architecture} architecture): {len(written)} file(s) in "
-          f"{output_dir or settings.inference.save_seg_dir}", file=sys.stderr)
+          f"{output_dir}", file=sys.stderr)
     return written
+
+
+def _check_trained_channels(application, checkpoint: str, subject) -> None:
+    """A DataError naming the input files and both counts when the network in
+    `checkpoint` was trained on another number of input channels than `subject`'s images
+    have; found from the variables' shapes, before anything is restored (restoring
+    would only say that the checkpoint does not fit)."""
+    try:
+        trained_shapes = dict(tf.train.list_variables(checkpoint))
+    except (IndexError, ValueError, tf.errors.OpError):
+        return  # a damaged checkpoint: restoring skips it, with a warning
+    model = application.build_network()
+    channels = application.input_channels
+    for key, variable in variables_by_path(model).items():
+        trained = trained_shapes.get(f"model/{key.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE")
+        built = tuple(variable.shape)
+        if (trained is None or len(built) < 3 or tuple(trained) == built
+                or built[-2] != channels or trained[-2] == channels):
+            continue
+        files = ", ".join(subject.paths[name] for name in application.data.roles.images)
+        raise DataError(
+            f"The input {files} has {channels} channel(s), but the network in {checkpoint} was "
+            f"trained on {trained[-2]}. Give images with {trained[-2]} channel(s) (one file per "
+            f"[MULTITASK] image section: {', '.join(application.data.roles.images)}), or "
+            "point [SYSTEM] model_dir at a network trained on these.")
 
 
 def report_groups(settings) -> dict:
@@ -84,8 +135,7 @@ def _trained_sfg_network(settings, application, what: str):
 def _write_grouping(application, model, model_dir: str, iteration: int) -> dict:
     from sfg_app.evaluation.grouping import plot_history, read_history, write_grouping_report
 
-    folder = os.path.join(model_dir, GROUPING_FOLDER)
-    os.makedirs(folder, exist_ok=True)
+    folder = writable_folder(os.path.join(model_dir, GROUPING_FOLDER), "the grouping report")
     summary = write_grouping_report(model.grouping_probabilities(),
                                     application.group_names(), folder, step=iteration)
     history = os.path.join(model_dir, HISTORY_FILE)
@@ -109,7 +159,7 @@ def _grouping_table(summary: dict, groups: list[str]) -> str:
 
 def evaluate(settings) -> list[dict]:
     """Metrics of the written outputs against the targets, per subject and task."""
-    from sfg_app.application.inference import OUTPUT_EXTENSIONS
+    from sfg_app.application.inference import OUTPUT_EXTENSIONS, output_name, table_name
     from sfg_app.evaluation.metrics import evaluate_subject, summary_table, write_metrics
     from sfg_app.io.readers import load_image
 
@@ -118,6 +168,7 @@ def evaluate(settings) -> list[dict]:
         raise DataError(f"No split file {split_file}: nothing was trained or inferred in "
                         f"{settings.system.model_dir}. Run sfg_train and sfg_infer with the "
                         "same config first.")
+    folder = writable_folder(str(settings.evaluation.save_csv_dir), "the evaluation's metrics")
     application = make_application(settings)
     output_dir = str(settings.inference.save_seg_dir)
     rows = []
@@ -127,11 +178,14 @@ def evaluate(settings) -> list[dict]:
             if task.target not in subject.paths and task.target not in subject.values:
                 continue  # an optional target this subject lacks
             if task.head_kind == "image":
-                predicted = _predicted_value(output_dir, name, subject.subject_id, kind)
+                predicted = _predicted_value(os.path.join(output_dir, table_name(name)),
+                                             name, subject.subject_id, kind)
                 truth = np.atleast_1d(subject.values[task.target])
                 metrics = evaluate_subject(kind, predicted, truth)
             else:
-                path = _output_path(output_dir, subject.subject_id, name, OUTPUT_EXTENSIONS)
+                path = _output_path(output_dir, [output_name(subject.subject_id, name, ext)
+                                                 for ext in OUTPUT_EXTENSIONS], name,
+                                    subject.subject_id)
                 prediction = load_image(path)
                 truth = _on_grid(load_image(subject.paths[task.target]), prediction,
                                  order=0 if kind == "segmentation" else 1)
@@ -145,8 +199,6 @@ def evaluate(settings) -> list[dict]:
     if not rows:
         raise DataError(f"Nothing to evaluate in the {settings.inference.dataset_to_infer!r} "
                         "split: no subject has a target.")
-    folder = str(settings.evaluation.save_csv_dir)
-    os.makedirs(folder, exist_ok=True)
     write_metrics(rows, os.path.join(folder, "metrics.csv"),
                   os.path.join(folder, "summary.txt"))
     print(summary_table(rows))
@@ -154,17 +206,16 @@ def evaluate(settings) -> list[dict]:
     return rows
 
 
-def _output_path(folder: str, subject_id: str, task: str, extensions) -> str:
-    for extension in extensions:
-        path = os.path.join(folder, f"{subject_id}_{task}{extension}")
+def _output_path(folder: str, names, task: str, subject_id: str) -> str:
+    for name in names:
+        path = os.path.join(folder, name)
         if os.path.exists(path):
             return path
     raise DataError(f"No output of task {task!r} for subject {subject_id!r} in {folder}. "
                     "Run sfg_infer with the same config first.")
 
 
-def _predicted_value(folder: str, task: str, subject_id: str, kind: str) -> np.ndarray:
-    path = os.path.join(folder, f"{task}.csv")
+def _predicted_value(path: str, task: str, subject_id: str, kind: str) -> np.ndarray:
     if os.path.exists(path):
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
@@ -201,7 +252,9 @@ def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dic
     if task not in tasks:
         raise ConfigError(f"--task {task!r} is not a task of this config. Expected one of: "
                           f"{', '.join(tasks)} ([MULTITASK] tasks).")
-    output_dir = str(output_dir or os.path.join(str(settings.system.model_dir), "export"))
+    output_dir = writable_folder(
+        str(output_dir or os.path.join(str(settings.system.model_dir), "export")),
+        "the exported network")
     keras_path = os.path.join(output_dir, f"{task}.keras")
     saved_path = os.path.join(output_dir, f"{task}_savedmodel")
     existing = [p for p in (keras_path, saved_path) if os.path.exists(p)]
@@ -214,7 +267,6 @@ def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dic
     except ValueError as error:
         raise ConfigError(str(error)) from None
     compact = result.model
-    os.makedirs(output_dir, exist_ok=True)
     with atomic_path(keras_path) as temporary:
         compact.save(temporary)
     first_conv = compact.stages[0].block.conv

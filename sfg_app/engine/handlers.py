@@ -142,7 +142,12 @@ class ValidationHandler(Handler):
 
 
 class SummaryHandler(Handler):
-    """TensorBoard scalars and the grouping history, every `every_n` iterations."""
+    """TensorBoard scalars and the grouping history, every `every_n` iterations.
+
+    A resumed run starts by dropping the history rows of the steps after its checkpoint
+    (a killed run logs steps it never saved), so that the file keeps one row per step,
+    layer and group, in order.
+    """
 
     def __init__(self, application, every_n: int):
         self.application = application
@@ -154,6 +159,10 @@ class SummaryHandler(Handler):
         self._writer = tf.summary.create_file_writer(
             os.path.join(state.plan.model_dir, "logs", "train"))
         self._history = os.path.join(state.plan.model_dir, "grouping_history.csv")
+        if os.path.exists(self._history):
+            from sfg_app.evaluation.grouping import truncate_history
+
+            truncate_history(self._history, state.first_iteration)
 
     def on_step_end(self, state):
         if state.iteration % self.every_n and state.iteration != state.first_iteration + 1:

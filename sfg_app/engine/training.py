@@ -10,13 +10,22 @@ The loop stops when
 - a loss or gradient norm is not finite (TrainingError; nothing is saved, so the last
   checkpoint on disk is the last good state);
 - the user interrupts it (a checkpoint of the current iteration is saved, then the
-  interrupt is re-raised).
+  interrupt is re-raised);
+- the process receives SIGTERM, as clusters stop jobs: the step under way (the next
+  one, for a signal between steps) finishes, a checkpoint of its iteration is saved,
+  and TrainingStopped says how to resume. Only a single-worker run in the main thread
+  handles SIGTERM (Python allows signal handlers there only; the workers of a
+  multi-worker run must save together, and would wait on each other if each stopped
+  at the step it received the signal): elsewhere the signal's own handler runs, and a
+  run killed keeps its last checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 
 import keras
 import tensorflow as tf
@@ -25,7 +34,7 @@ from sfg_app.engine import handlers
 from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.engine.state import TrainingPlan, TrainingState, to_numpy
 from sfg_app.engine.strategies import dtype_policy, is_chief, make_strategy
-from sfg_app.errors import TrainingError
+from sfg_app.errors import TrainingError, TrainingStopped
 
 
 class TrainingDriver:
@@ -132,29 +141,33 @@ class TrainingDriver:
             state, lambda batch, index, count: self.application.training_dataset(
                 batch, state.iteration * state.global_batch_size, index, count)))
         train_step = self._make_train_step(state)
-        for handler in active:
-            handler.on_start(state)
-        try:
-            while state.iteration < plan.max_iter:
-                logs = train_step(next(batches))
-                state.logs = {k: float(v) for k, v in logs.items()}
-                iteration = int(to_numpy(state.optimizer.iterations))
-                skipped = iteration == state.iteration  # by loss scaling (see above)
-                state.iteration = iteration
-                _check_finite(state)
-                if skipped:
-                    continue
-                for handler in active:
-                    handler.on_step_end(state)
-        except KeyboardInterrupt:
-            if state.last_saved != state.iteration:
-                handlers.save_checkpoint(state)
-                _say(f"\nInterrupted: saved a checkpoint of iteration {state.iteration}.")
-            raise
-        finally:
-            self.application.close()
-        for handler in active:
-            handler.on_end(state)
+        with _SigtermRecorder(enabled=plan.strategy != "multi_worker") as sigterm:
+            for handler in active:
+                handler.on_start(state)
+            try:
+                while state.iteration < plan.max_iter:
+                    logs = train_step(next(batches))
+                    state.logs = {k: float(v) for k, v in logs.items()}
+                    iteration = int(to_numpy(state.optimizer.iterations))
+                    skipped = iteration == state.iteration  # by loss scaling (see above)
+                    state.iteration = iteration
+                    _check_finite(state)
+                    if sigterm.received:
+                        _stop(state)
+                    if skipped:
+                        continue
+                    for handler in active:
+                        handler.on_step_end(state)
+            except KeyboardInterrupt:
+                if state.last_saved != state.iteration:
+                    handlers.save_checkpoint(state)
+                    _say(f"\nInterrupted: saved a checkpoint of iteration {state.iteration}.")
+                raise
+            finally:
+                self.application.close()
+            # A SIGTERM from here on is recorded and ignored: the run is finishing.
+            for handler in active:
+                handler.on_end(state)
         return state
 
     def _default_handlers(self, state: TrainingState) -> list[handlers.Handler]:
@@ -203,6 +216,45 @@ def _check_finite(state: TrainingState) -> None:
         f"{', '.join(f'{k} = {v}' for k, v in sorted(bad.items()))}. Nothing was saved "
         f"after the failure; {last} ({state.checkpoints.directory}). A learning rate that "
         "is too high is the usual cause: lower [TRAINING] lr, or set gradient_clip_norm.")
+
+
+class _SigtermRecorder:
+    """While a run trains, SIGTERM is recorded (`received`) instead of ending the process,
+    and the loop stops after the step under way; the previous handler is back afterwards.
+
+    A second SIGTERM only records it again: one that arrives while the checkpoint is
+    being saved cannot cut the save short. Disabled outside the main thread, where
+    Python refuses signal handlers.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.received = False
+        self._previous = None
+
+    def __enter__(self) -> "_SigtermRecorder":
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGTERM, self._record)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.enabled:
+            # None: the previous handler was not set from Python (nor can be restored).
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGTERM, previous)
+
+    def _record(self, signum, frame) -> None:
+        self.received = True
+
+
+def _stop(state: TrainingState) -> None:
+    """Save the current iteration (unless it is saved) and stop with TrainingStopped."""
+    if state.last_saved != state.iteration:
+        handlers.save_checkpoint(state)
+    raise TrainingStopped(
+        f"Stopped by SIGTERM at iteration {state.iteration}: a checkpoint of iteration "
+        f"{state.iteration} is in {state.checkpoints.directory}. Run the same sfg_train "
+        "command to resume.")
 
 
 def _say(message: str) -> None:

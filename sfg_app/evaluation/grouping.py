@@ -16,10 +16,13 @@ kernel one-hot), and the figures and table show it beside the fractions.
 The training driver appends the same numbers to ``grouping_history.csv`` at each log
 step (``append_history``), with the columns ``step, layer, group, fraction,
 mean_probability, mean_max_probability``: one row per layer and group (the layer's
-mean max probability repeated on each), a step's rows written in one block. A
-resumed run may log a step again; ``read_history`` keeps the last rows of each
-(step, layer, group). Files written before ``mean_max_probability`` existed keep their
-five columns: appending follows the file's header and reading accepts both.
+mean max probability repeated on each), a step's rows written in one block, steps
+strictly increasing: a run resumed from the checkpoint of step k first drops the rows
+after k (``truncate_history``), which a killed run wrote after its last checkpoint, and
+appending a step already there replaces the rows from it on. Files from before that
+rule may repeat steps; ``read_history`` keeps the last rows of each (step, layer,
+group). Files written before ``mean_max_probability`` existed keep their five columns:
+appending follows the file's header and reading accepts both.
 """
 
 from __future__ import annotations
@@ -229,6 +232,9 @@ def append_history(path: str | os.PathLike, step: int, summary: Mapping) -> None
     whose last line was cut by a crash is repaired first (that line removed), and the
     header is written when the file is new or empty. Rows follow the columns of the
     file's header, so a file begun before ``mean_max_probability`` stays consistent.
+    A step at or before the file's last one (a run that went back to an older
+    checkpoint) replaces the rows from that step on, so that steps stay strictly
+    increasing; only then is the file rewritten (atomically).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,11 +243,53 @@ def append_history(path: str | os.PathLike, step: int, summary: Mapping) -> None
     with open(path, "a+b") as handle:
         if _repair_cut_line(handle):
             legacy = _header(handle) == LEGACY_HISTORY_COLUMNS
+            last = _last_step(handle)
         else:
-            legacy = False
+            legacy, last = False, None
             writer.writerow(HISTORY_COLUMNS)
         writer.writerows(_history_rows(step, summary, legacy))
-        handle.write(buffer.getvalue().encode("utf-8"))
+        if last is None or last < step:
+            handle.write(buffer.getvalue().encode("utf-8"))
+            return
+    _rewrite_history(path, int(step) - 1, buffer.getvalue())
+
+
+def truncate_history(path: str | os.PathLike, last_step: int) -> None:
+    """Remove the rows of the steps after ``last_step`` (atomically; a missing file stays
+    missing). A run resumed from the checkpoint of ``last_step`` logs those steps again:
+    the rows its killed predecessor wrote for them describe a training that was lost."""
+    _rewrite_history(Path(path), int(last_step), "")
+
+
+def _rewrite_history(path: Path, last_step: int, more: str) -> None:
+    """Keep the header and the rows of steps up to ``last_step`` (a last line cut by a
+    crash is dropped; a row whose step is not a number is kept, for ``read_history`` to
+    report), add ``more``, and rewrite the file if that changes it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    complete = lines if not lines or lines[-1].endswith("\n") else lines[:-1]
+    kept = complete[:1] + [line for line in complete[1:]
+                           if (_step_of(line) is None or _step_of(line) <= last_step)]
+    if kept != lines or more:
+        atomic_write_text(path, "".join(kept) + more)
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return None
+
+
+def _last_step(handle) -> int | None:
+    """The step of the file's last row, read from its end; None when it has no row.
+    (Called after ``_repair_cut_line``: the last line is whole.)"""
+    end = handle.seek(0, os.SEEK_END)
+    handle.seek(max(0, end - 4096))
+    lines = handle.read().splitlines()
+    return _step_of(lines[-1].decode("utf-8", "replace")) if lines else None
 
 
 def _latest_rows(path: str | os.PathLike) -> dict[tuple, tuple]:

@@ -5,6 +5,17 @@ has ``Z = 1``; ``(X, Y)`` works too), labels as integers, values in the target's
 A ``mask`` (same spatial shape, counted where ``mask > 0.5``) restricts every metric to
 its voxels. ``spacing`` is the voxel size in millimetres along the array's spatial axes.
 
+Each metric reproduces a reference implementation (tests/evaluation/test_metrics_reference.py
+compares them on random and phantom volumes):
+- Dice: SimpleITK's ``LabelOverlapMeasuresImageFilter``, per class.
+- Hausdorff distance: SimpleITK's ``HausdorffDistanceImageFilter`` (voxel sets); HD95: the
+  larger of the two directed 95th percentiles of SimpleITK's surface distances
+  (``LabelContour`` voxels read on ``Abs(SignedMaurerDistanceMap)``; the image border is
+  not a surface).
+- PSNR and SSIM: scikit-image's ``peak_signal_noise_ratio`` and ``structural_similarity``
+  (7-voxel uniform window, sample covariance, the border strip left out), with the same
+  data range: the truth's ``max - min`` over the compared voxels unless one is given.
+
 Conventions for empty structures (never a crash):
 - Dice of a class: ``NaN`` when the class is absent from both prediction and truth
   (nothing to score), 0 when it is absent from one of them only.
@@ -40,44 +51,80 @@ def dice_score(prediction: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(prediction, truth).sum()) / total
 
 
-def _surface(binary: np.ndarray) -> np.ndarray:
-    """Voxels of ``binary`` with a face-neighbour outside it (the image border counts as
-    outside)."""
-    structure = ndimage.generate_binary_structure(binary.ndim, 1)
-    return binary & ~ndimage.binary_erosion(binary, structure, border_value=0)
+def hausdorff_distance(prediction: np.ndarray, truth: np.ndarray,
+                       spacing: Sequence[float]) -> float:
+    """Hausdorff distance in millimetres between the two sets of voxel centres.
 
-
-def surface_distances(source: np.ndarray, target: np.ndarray,
-                      spacing: Sequence[float]) -> np.ndarray:
-    """Distances (mm) from each surface voxel of ``source`` to the nearest surface voxel
-    of ``target``: voxel centres, Euclidean, through a distance transform with
-    ``sampling=spacing``. Both arrays must be non-empty."""
-    target_surface = _surface(target)
-    distance_to_target = ndimage.distance_transform_edt(~target_surface, sampling=spacing)
-    return distance_to_target[_surface(source)]
-
-
-def hausdorff_distance(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
-                       percentile: float = 95.0) -> float:
-    """Symmetric percentile Hausdorff distance in millimetres (HD95 by default).
-
-    The larger of the two directed ``percentile``-th surface distances (prediction to
-    truth, truth to prediction; numpy's linear interpolation), MONAI's convention;
-    ``percentile=100`` gives the classic Hausdorff distance. NaN when either is empty.
-    Singleton axes (a 2D image stored with ``Z = 1``) are dropped first, so a 2D structure
-    has its 2D contour as surface.
+    The larger of the two directed distances, each the largest distance from a voxel of one
+    structure to the nearest voxel of the other (Euclidean, ``spacing`` mm per axis): the
+    value of SimpleITK's ``HausdorffDistanceImageFilter``. Whole structures, not surfaces,
+    so it differs from ``surface_hausdorff_distance(..., percentile=100)`` when a structure
+    has a hole or lies inside the other. NaN when either is empty.
     """
     prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
     if not prediction.any() or not truth.any():
         return math.nan
-    keep = [axis for axis, n in enumerate(prediction.shape) if n > 1]
-    spacing = [float(spacing[axis]) for axis in keep]
-    prediction, truth = prediction.squeeze(), truth.squeeze()
-    # Crop to the union's bounding box plus one voxel: distances and surfaces unchanged.
-    occupied = np.argwhere(prediction | truth)
-    start = np.maximum(occupied.min(axis=0) - 1, 0)
-    stop = occupied.max(axis=0) + 2
-    box = tuple(slice(a, b) for a, b in zip(start, stop))
+    # The union's bounding box holds every voxel and every nearest voxel: distances unchanged.
+    box = _bounding_box(prediction | truth, margin=0)
+    prediction, truth = prediction[box], truth[box]
+
+    def directed(source, target):
+        return float(ndimage.distance_transform_edt(~target, sampling=spacing)[source].max())
+
+    return max(directed(prediction, truth), directed(truth, prediction))
+
+
+def _bounding_box(binary: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The slices of the smallest box around ``binary``'s voxels, ``margin`` voxels wider on
+    each side where the image allows."""
+    occupied = np.argwhere(binary)
+    start = np.maximum(occupied.min(axis=0) - margin, 0)
+    stop = occupied.max(axis=0) + 1 + margin
+    return tuple(slice(a, b) for a, b in zip(start, stop))
+
+
+def _contour(binary: np.ndarray, connectivity: int) -> np.ndarray:
+    """Voxels of ``binary`` with a neighbour outside it, neighbours sharing a face
+    (``connectivity=1``) or a face, edge or corner (``binary.ndim``). Outside the image
+    counts as inside, as in SimpleITK: the image border is not a contour."""
+    structure = ndimage.generate_binary_structure(binary.ndim, connectivity)
+    return binary & ~ndimage.binary_erosion(binary, structure, border_value=1)
+
+
+def surface_distances(source: np.ndarray, target: np.ndarray,
+                      spacing: Sequence[float]) -> np.ndarray:
+    """Distances (mm) from each surface voxel of ``source`` to the surface of ``target``.
+
+    SimpleITK's recipe, which this reproduces exactly: the surface voxels of ``source`` are
+    its ``LabelContour`` (voxels with a face-neighbour outside it), and their distances are
+    read from ``Abs(SignedMaurerDistanceMap(target))``, the distance from voxel centres to
+    the nearest voxel of ``target``'s fully connected contour (a neighbour outside it by a
+    face, edge or corner; a thicker contour than the face one). The image border is not a
+    surface, unlike MONAI's edges, so a structure filling the image has none: neither array
+    may fill it.
+    """
+    target_contour = _contour(target, connectivity=target.ndim)
+    distance_to_target = ndimage.distance_transform_edt(~target_contour, sampling=spacing)
+    return distance_to_target[_contour(source, connectivity=1)]
+
+
+def surface_hausdorff_distance(prediction: np.ndarray, truth: np.ndarray,
+                               spacing: Sequence[float], percentile: float = 95.0) -> float:
+    """Percentile Hausdorff distance between the surfaces in millimetres (HD95 by default).
+
+    The larger of the two directed ``percentile``-th surface distances (prediction to
+    truth, truth to prediction; numpy's linear interpolation), MONAI's convention rather
+    than the percentile of the pooled distances, with SimpleITK's surfaces and distances
+    (see ``surface_distances``). ``percentile=100`` gives the largest surface distance,
+    which is not ``hausdorff_distance`` for a structure with a hole or inside the other.
+    A 2D image stored with ``Z = 1`` gets its 2D contour (the border is not a surface).
+    NaN when either structure is empty or fills the image (it has no surface then).
+    """
+    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
+    if not prediction.any() or not truth.any() or prediction.all() or truth.all():
+        return math.nan
+    # One background voxel around the union keeps every contour and nearest contour voxel.
+    box = _bounding_box(prediction | truth, margin=1)
     prediction, truth = prediction[box], truth[box]
     return max(float(np.percentile(surface_distances(prediction, truth, spacing), percentile)),
                float(np.percentile(surface_distances(truth, prediction, spacing), percentile)))
@@ -108,7 +155,8 @@ def _data_range(truth: np.ndarray, data_range: float | None) -> float:
 
 
 def psnr(prediction: np.ndarray, truth: np.ndarray, data_range: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB, ``10 log10(L^2 / MSE)``.
+    """Peak signal-to-noise ratio in dB, ``10 log10(L^2 / MSE)``: scikit-image's
+    ``peak_signal_noise_ratio(truth, prediction, data_range=L)``.
 
     ``L`` is ``data_range``, by default the truth's range over the compared voxels (for a
     CT in HU over a body mask, about the bone-to-air span). ``inf`` for a perfect
@@ -122,43 +170,73 @@ def psnr(prediction: np.ndarray, truth: np.ndarray, data_range: float | None = N
     return math.inf if mse == 0 else 10.0 * math.log10(value_range ** 2 / mse)
 
 
+def _ssim_window(shape: Sequence[int], win_size: int) -> tuple[int, ...]:
+    """The window's length on each axis: ``win_size``, or on a shorter axis the largest odd
+    length that fits it (1 on a singleton or 2-voxel axis: no filtering along it)."""
+    return tuple(max(min(win_size, n if n % 2 else n - 1), 1) for n in shape)
+
+
 def ssim_map(prediction: np.ndarray, truth: np.ndarray, data_range: float,
-             sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+             win_size: int = 7, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
     """Local SSIM (Wang et al. 2004) of two same-shape single-channel arrays, per voxel.
 
-    Gaussian-weighted local statistics (``sigma`` voxels, truncated at 3.5 sigma: the
-    11-voxel window of the paper), population (co)variances, ``C1 = (k1 L)^2`` and
-    ``C2 = (k2 L)^2`` with ``L = data_range`` in the arrays' units. 2D or 3D: an axis of
-    size 1 is not filtered. Edges are reflected.
+    scikit-image's ``structural_similarity(..., win_size=7, gaussian_weights=False,
+    use_sample_covariance=True, full=True)`` map: local statistics over a uniform
+    ``win_size`` window, sample (co)variances (``N / (N - 1)`` for ``N`` voxels in the
+    window), ``C1 = (k1 L)^2`` and ``C2 = (k2 L)^2`` with ``L = data_range`` in the arrays'
+    units. Unlike scikit-image, which refuses them, an axis shorter than ``win_size`` gets
+    the largest odd window that fits it (``_ssim_window``): a 2D image stored with
+    ``Z = 1`` gets the 2D SSIM of the squeezed image, a 4-slice volume a 7x7x3 window.
+    NaN where the window does not fit inside the image (within ``(w - 1) // 2`` voxels of
+    the border on an axis with window ``w``, the strip scikit-image crops), and everywhere
+    when every axis is shorter than 3 voxels (a one-voxel window has no variance).
     """
+    if isinstance(win_size, bool) or not isinstance(win_size, (int, np.integer)) \
+            or win_size < 3 or win_size % 2 == 0:
+        raise ValueError(f"Invalid value for argument `win_size`. Expected an odd integer "
+                         f">= 3. Received win_size={win_size!r}.")
     x, y = np.asarray(prediction, np.float64), np.asarray(truth, np.float64)
-    sigmas = [sigma if n > 1 else 0.0 for n in x.shape]
+    window = _ssim_window(x.shape, win_size)
+    count = math.prod(window)
+    result = np.full(x.shape, math.nan)
+    if count < 2:
+        return result
 
     def local_mean(a):
-        return ndimage.gaussian_filter(a, sigmas, mode="reflect", truncate=3.5)
+        return ndimage.uniform_filter(a, window)
 
     mu_x, mu_y = local_mean(x), local_mean(y)
-    var_x = local_mean(x * x) - mu_x ** 2
-    var_y = local_mean(y * y) - mu_y ** 2
-    cov = local_mean(x * y) - mu_x * mu_y
+    sample = count / (count - 1)
+    var_x = sample * (local_mean(x * x) - mu_x * mu_x)
+    var_y = sample * (local_mean(y * y) - mu_y * mu_y)
+    cov = sample * (local_mean(x * y) - mu_x * mu_y)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    return (((2 * mu_x * mu_y + c1) * (2 * cov + c2))
-            / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)))
+    local = (((2 * mu_x * mu_y + c1) * (2 * cov + c2))
+             / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)))
+    valid = tuple(slice((w - 1) // 2, n - (w - 1) // 2) for w, n in zip(window, x.shape))
+    result[valid] = local[valid]
+    return result
 
 
 def ssim(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None,
          data_range: float | None = None) -> float:
-    """Mean SSIM of two single-channel 2D or 3D arrays over the mask (or everywhere).
+    """Mean SSIM of two single-channel 2D or 3D arrays, the 7-voxel window of ``ssim_map``.
 
-    Windows near the mask's edge still read the image outside it; only the averaging is
-    restricted. ``data_range`` as for ``psnr`` (by default the truth's range inside the
-    mask). NaN when that range is 0 or the mask is empty.
+    Without a mask: scikit-image's ``structural_similarity(truth, prediction,
+    data_range=L, win_size=7, gaussian_weights=False, use_sample_covariance=True)``, the
+    mean over the voxels away from the border. With one: the mean of the same map over
+    the mask's voxels away from the border; windows still read the image outside the mask.
+    ``L`` is ``data_range``, by default the truth's ``max - min`` inside the mask (as for
+    ``psnr``). NaN when that range is 0, when no mask voxel lies away from the border, or
+    when every axis is shorter than 3 voxels.
     """
     inside = np.ones(np.shape(truth), bool) if mask is None else _counted(mask)
     value_range = _data_range(np.asarray(truth)[inside], data_range)
     if not inside.any() or not value_range > 0:
         return math.nan
-    return float(np.mean(ssim_map(prediction, truth, value_range)[inside]))
+    local = ssim_map(prediction, truth, value_range)[inside]
+    local = local[~np.isnan(local)]
+    return float(np.mean(local)) if local.size else math.nan
 
 
 # ---- classification ----
@@ -238,7 +316,7 @@ def _segmentation_metrics(prediction, truth, inside, spacing, num_classes):
     result = {}
     for c in range(1, num_classes):
         result[f"dice_{c}"] = dice_score(prediction == c, truth == c)
-        result[f"hd95_{c}"] = hausdorff_distance(prediction == c, truth == c, spacing)
+        result[f"hd95_{c}"] = surface_hausdorff_distance(prediction == c, truth == c, spacing)
     for name in ("dice", "hd95"):
         values = [v for k, v in result.items() if k.startswith(f"{name}_") and not math.isnan(v)]
         result[f"{name}_mean"] = float(np.mean(values)) if values else math.nan

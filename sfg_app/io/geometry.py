@@ -22,6 +22,28 @@ DEFAULT_SPACE_TOLERANCE = 0.01  # in voxels of the finer grid
 _AXIS_PAIRS = ({"L", "R"}, {"A", "P"}, {"S", "I"})
 
 
+def affine_problem(affine: np.ndarray) -> str | None:
+    """Why ``affine`` cannot map voxel indices to the world, or None.
+
+    A usable affine is finite, ends in the row (0, 0, 0, 1), and its 3x3 part has three
+    independent columns (no zero or repeated voxel axis): otherwise orientation, spacing
+    and resampling are undefined. Columns are compared after scaling to unit length, so
+    that anisotropic voxels (0.1 x 0.1 x 5 mm) are not mistaken for a singular grid.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        return "it is not a finite 4x4 matrix"
+    if not np.allclose(affine[3], (0, 0, 0, 1)):
+        return f"its last row is {affine[3].tolist()}, not [0, 0, 0, 1]"
+    lengths = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(lengths <= 0):
+        axes = ", ".join("ijk"[i] for i in np.flatnonzero(lengths <= 0))
+        return f"voxel axis {axes} has zero length (a voxel size of 0)"
+    if abs(np.linalg.det(affine[:3, :3] / lengths)) < 1e-6:
+        return "its voxel axes are not independent (the 3x3 part is singular)"
+    return None
+
+
 def spacing(affine: np.ndarray) -> np.ndarray:
     """Voxel size in mm along each of the three voxel axes."""
     return np.sqrt(np.sum(np.asarray(affine, dtype=np.float64)[:3, :3] ** 2, axis=0))

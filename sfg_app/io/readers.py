@@ -19,6 +19,7 @@ from nibabel.spatialimages import SpatialImage
 
 from sfg_app.errors import DataError
 from sfg_app.io.formats import is_nifti
+from sfg_app.io.geometry import affine_problem
 from sfg_app.io.image import Image
 
 # nibabel and the gzip/zlib modules below it report broken files through all of these.
@@ -178,4 +179,12 @@ def load_image(path: str | os.PathLike, loader: str = "auto") -> Image:
                         "`path_to_search` folders or the paths in the `csv_file`.")
     if loader == "auto":
         loader = "nibabel" if is_nifti(path) and os.path.isfile(path) else "simpleitk"
-    return LOADERS.get(loader)().read(path)
+    image = LOADERS.get(loader)().read(path)
+    problem = affine_problem(image.affine)
+    if problem:
+        raise DataError(
+            f"The image {path!r} has an affine that cannot map its voxels to the world: "
+            f"{problem}. Affine read by {loader}:\n{np.array2string(image.affine, precision=4)}"
+            "\nFix the header (NIfTI: sform/qform and pixdim; others: spacing, origin, "
+            "direction), e.g. with nibabel or SimpleITK.")
+    return image

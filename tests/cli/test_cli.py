@@ -52,10 +52,11 @@ def engine(monkeypatch):
     calls = []
     fake = types.SimpleNamespace(
         train=lambda settings: calls.append(("train", settings)),
+        check=lambda settings: calls.append(("check", settings)),
         evaluate=lambda settings: calls.append(("evaluate", settings)),
         report_groups=lambda settings: calls.append(("report_groups", settings)),
-        infer=lambda settings, inputs=None, output_dir=None: calls.append(
-            ("infer", settings, inputs, output_dir)))
+        infer=lambda settings, inputs=None, output_dir=None, overwrite=False: calls.append(
+            ("infer", settings, inputs, output_dir, overwrite)))
     monkeypatch.setitem(sys.modules, "sfg_app.engine.commands", fake)
     monkeypatch.setattr(sfg_app.engine, "commands", fake, raising=False)
     return calls
@@ -130,11 +131,17 @@ def test_infer_passes_inputs_and_output(config_file, engine, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert infer.main(["--config", str(config_file), "--input", "scan.nii.gz",
                        "--output", "out"]) == 0
-    (_, settings, inputs, output_dir), = engine
-    assert inputs == [scan] and output_dir == tmp_path / "out"
+    (_, settings, inputs, output_dir, overwrite), = engine
+    assert inputs == [scan] and output_dir == tmp_path / "out" and not overwrite
     engine.clear()
-    assert infer.main(["--config", str(config_file)]) == 0
-    assert engine[0][2:] == (None, None)
+    assert infer.main(["--config", str(config_file), "--overwrite"]) == 0
+    assert engine[0][2:] == (None, None, True)
+
+
+def test_train_check_calls_the_check_and_writes_no_log(config_file, engine, tmp_path):
+    assert train.main(["--config", str(config_file), "--check"]) == 0
+    assert [call[0] for call in engine] == ["check"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_infer_refuses_a_missing_input(config_file, capsys, engine):

@@ -1,8 +1,14 @@
-"""The training driver on a small real Keras model: steps, checkpoints, resume, NaN stop."""
+"""The training driver on a small real Keras model: steps, checkpoints, resume, NaN stop,
+SIGTERM."""
 
 import glob
 import os
+import pathlib
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,9 +16,17 @@ import pytest
 from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.engine.handlers import Handler
 from sfg_app.engine.training import TrainingDriver
-from sfg_app.errors import TrainingError
+from sfg_app.errors import SFGWarning, TrainingError, TrainingStopped
 
 from regression_app import RegressionApplication, plan
+
+HERE = pathlib.Path(__file__).parent
+SCRIPT = str(HERE / "run_training.py")
+
+
+def script_environment():
+    return dict(os.environ,
+                PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
 
 
 class RecordLosses(Handler):
@@ -90,3 +104,86 @@ def test_interrupt_saves_the_current_iteration(tmp_path):
         TrainingDriver(RegressionApplication(), plan(tmp_path), extra_handlers=[StopAt()]).run()
     assert CheckpointStore(str(tmp_path / "run")).iterations() == [7]
     assert os.path.isdir(str(tmp_path / "run" / "checkpoints"))
+
+
+def test_sigterm_saves_the_current_iteration_and_stops(tmp_path):
+    class SigtermAt(Handler):
+        def on_start(self, state):
+            save = state.checkpoints.save
+
+            def save_under_a_second_sigterm(iteration):
+                os.kill(os.getpid(), signal.SIGTERM)   # only recorded again
+                return save(iteration)
+
+            state.checkpoints.save = save_under_a_second_sigterm
+
+        def on_step_end(self, state):
+            if state.iteration == 7:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    app = RegressionApplication()
+    with pytest.raises(TrainingStopped) as stopped:
+        TrainingDriver(app, plan(tmp_path), extra_handlers=[SigtermAt()]).run()
+    # Recorded between steps 7 and 8, acted on after the next step.
+    checkpoints = str(tmp_path / "run" / "checkpoints")
+    assert str(stopped.value) == (
+        f"Stopped by SIGTERM at iteration 8: a checkpoint of iteration 8 is in {checkpoints}. "
+        "Run the same sfg_train command to resume.")
+    assert CheckpointStore(str(tmp_path / "run")).iterations() == [8]
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert app.closed
+    state = TrainingDriver(RegressionApplication(), plan(tmp_path, max_iter=12)).run()
+    assert (state.first_iteration, state.iteration) == (8, 12)
+
+
+def test_a_sigterm_to_a_training_process_stops_it_resumably(tmp_path):
+    model_dir = tmp_path / "run"
+    store = CheckpointStore(str(model_dir))
+    process = subprocess.Popen([sys.executable, SCRIPT, str(model_dir), str(10**6)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=script_environment())
+    deadline = time.time() + 240
+    while not store.iterations():   # training has started: its first checkpoint is there
+        assert process.poll() is None and time.time() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-3000:]
+    match = re.search(r"STOPPED Stopped by SIGTERM at iteration (\d+): a checkpoint of "
+                      r"iteration \1 is in (.*)\. Run the same sfg_train command", out)
+    assert match, out + err[-3000:]
+    stopped = int(match.group(1))
+    assert match.group(2) == store.directory
+    assert stopped > 10 and store.iterations()[-1] == stopped
+    model = RegressionApplication().build_network()
+    assert CheckpointStore(str(model_dir), model=model).restore(-1, partial=True) == stopped
+
+    resumed = subprocess.run([sys.executable, SCRIPT, str(model_dir), str(stopped + 5)],
+                             capture_output=True, text=True, env=script_environment(),
+                             timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"RESULT first={stopped} iteration={stopped + 5}" in resumed.stdout
+
+
+def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(tmp_path):
+    TrainingDriver(RegressionApplication(), plan(tmp_path, max_iter=20)).run()
+    latest = tmp_path / "run" / "checkpoints" / "ckpt-20.data-00000-of-00001"
+    os.truncate(latest, os.path.getsize(latest) // 2)
+    with pytest.warns(SFGWarning, match=r"iteration 20 cannot be read.*ckpt-20"):
+        state = TrainingDriver(RegressionApplication(), plan(tmp_path, max_iter=25)).run()
+    assert (state.first_iteration, state.iteration) == (10, 25)
+    # Iteration 20 was trained and saved again, whole.
+    model = RegressionApplication().build_network()
+    assert CheckpointStore(str(tmp_path / "run"), model=model).restore(20, partial=True) == 20
+
+
+def test_a_resume_drops_the_grouping_history_after_its_checkpoint(tmp_path):
+    TrainingDriver(RegressionApplication(), plan(tmp_path, max_iter=10)).run()
+    history = tmp_path / "run" / "grouping_history.csv"
+    rows = "".join(f"{step},conv,shared,1.0,0.9,0.9\n" for step in (5, 10, 15))
+    history.write_text("step,layer,group,fraction,mean_probability,mean_max_probability\n"
+                       + rows)   # what a run killed at step 17 leaves
+    TrainingDriver(RegressionApplication(), plan(tmp_path, max_iter=12)).run()
+    assert [line.split(",")[0] for line in history.read_text().splitlines()] == \
+        ["step", "5", "10"]

@@ -142,7 +142,8 @@ def test_history_appends_survives_a_cut_line_and_a_resume_then_plots(tmp_path):
     grouping.append_history(path, 200, resumed)   # the resumed run logs step 200 again
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(grouping.HISTORY_COLUMNS)
-    assert len(lines) == 1 + 4 * 5 * 3 and not any("org," in line for line in lines)
+    assert len(lines) == 1 + 3 * 5 * 3 and not any("org," in line for line in lines)
+    assert logged_steps(path) == [0, 100, 200]
 
     history = grouping.read_history(path)
     assert history["groups"] == GROUPS
@@ -162,6 +163,62 @@ def test_history_appends_survives_a_cut_line_and_a_resume_then_plots(tmp_path):
 
     grouping.plot_history(history, tmp_path / "grouping_history.png")
     assert is_png(tmp_path / "grouping_history.png")
+
+
+def logged_steps(path):
+    """The steps of the history's rows in file order, each once per block; asserts one
+    row per (step, layer, group)."""
+    rows = [line.split(",")[:3] for line in path.read_text().splitlines()[1:]]
+    assert len({tuple(row) for row in rows}) == len(rows), "a (step, layer, group) repeated"
+    steps = [int(row[0]) for row in rows]
+    return [step for index, step in enumerate(steps) if index == 0 or steps[index - 1] != step]
+
+
+def log(path, steps, seed=0):
+    for step in steps:
+        grouping.append_history(path, step, grouping.summarise(
+            synthetic_probabilities(seed=seed + step), GROUPS))
+
+
+def test_a_resume_drops_the_rows_after_its_checkpoint(tmp_path):
+    # Killed at step 23 after logging steps 0..20; its last checkpoint was of step 10.
+    path = tmp_path / "grouping_history.csv"
+    log(path, range(0, 25, 5))
+    grouping.truncate_history(path, 10)
+    assert logged_steps(path) == [0, 5, 10]
+    log(path, [11, 15, 20], seed=1000)     # the resumed run logs its own steps
+    assert logged_steps(path) == [0, 5, 10, 11, 15, 20]
+    series = grouping.read_history(path)["layers"]["sfg_conv_4"]["organs"]
+    assert series["fraction"][-1] == grouping.summarise(
+        synthetic_probabilities(seed=1020), GROUPS)["sfg_conv_4"]["fraction"]["organs"]
+    assert not list(tmp_path.glob(".*tmp*")), "the rewrite's temporary file is left"
+
+
+def test_appending_a_logged_step_replaces_it_and_the_steps_after_it(tmp_path):
+    # A resume without a truncation (a history from another tool, a run resumed from
+    # an older checkpoint by number): steps still end strictly increasing.
+    path = tmp_path / "grouping_history.csv"
+    log(path, [0, 5, 10, 15])
+    log(path, [5], seed=500)
+    assert logged_steps(path) == [0, 5]
+    history = grouping.read_history(path)
+    assert history["layers"]["sfg_conv_1"]["shared"]["step"].tolist() == [0, 5]
+    assert history["layers"]["sfg_conv_1"]["shared"]["fraction"][-1] == grouping.summarise(
+        synthetic_probabilities(seed=505), GROUPS)["sfg_conv_1"]["fraction"]["shared"]
+
+
+def test_truncating_keeps_the_older_format_and_a_missing_file_missing(tmp_path):
+    grouping.truncate_history(tmp_path / "none.csv", 10)
+    assert not (tmp_path / "none.csv").exists()
+    path = tmp_path / "grouping_history.csv"
+    legacy = ("step,layer,group,fraction,mean_probability\n"
+              "0,conv,organs,0.5,0.4\n20,conv,organs,0.6,0.4\n0,conv,organs,0.7,0.4\n")
+    path.write_text(legacy + "30,conv,org")          # and a line cut by a crash
+    grouping.truncate_history(path, 10)
+    assert path.read_text() == ("step,layer,group,fraction,mean_probability\n"
+                                "0,conv,organs,0.5,0.4\n0,conv,organs,0.7,0.4\n")
+    # An old file's repeated step still reads, the last rows winning.
+    assert grouping.read_history(path)["layers"]["conv"]["organs"]["fraction"].tolist() == [0.7]
 
 
 def test_history_errors_name_the_file_and_line(tmp_path):

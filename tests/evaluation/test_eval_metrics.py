@@ -1,6 +1,7 @@
 """Evaluation metrics on hand-computed fixtures, empty structures, and the CSV writer."""
 
 import csv
+import itertools
 import math
 
 import numpy as np
@@ -10,7 +11,8 @@ from scipy.spatial.distance import cdist
 from sfg_app.errors import DataError
 from sfg_app.evaluation import metrics
 from sfg_app.evaluation.metrics import (evaluate_subject, hausdorff_distance, psnr, ssim,
-                                        ssim_map, summarise, write_metrics)
+                                        ssim_map, summarise, surface_hausdorff_distance,
+                                        write_metrics)
 
 SPACING = (2.0, 0.5, 1.0)
 
@@ -31,30 +33,40 @@ def test_shifted_cube_dice_and_hausdorff_in_millimetres(axis, expected_mm):
     start[axis] += 2
     truth, prediction = cube(), cube(start=start)
     assert metrics.dice_score(prediction, truth) == pytest.approx(0.75)
-    assert hausdorff_distance(prediction, truth, SPACING, percentile=100) == \
+    assert hausdorff_distance(prediction, truth, SPACING) == pytest.approx(expected_mm)
+    assert surface_hausdorff_distance(prediction, truth, SPACING, percentile=100) == \
         pytest.approx(expected_mm)
-    assert hausdorff_distance(prediction, truth, SPACING) <= expected_mm
+    assert surface_hausdorff_distance(prediction, truth, SPACING) <= expected_mm
 
 
 def test_slab_shifted_along_an_anisotropic_axis_has_hd95_of_the_shift():
-    # One-voxel slabs: every voxel is surface, each 3 voxels x 2 mm from the other slab.
+    # One-voxel slabs across the image: every voxel is surface (a neighbour outside along
+    # x), each 3 voxels x 2 mm from the other slab.
     truth, prediction = np.zeros((12, 6, 5), bool), np.zeros((12, 6, 5), bool)
     truth[5], prediction[8] = True, True
-    assert hausdorff_distance(prediction, truth, SPACING) == pytest.approx(6.0)
+    assert surface_hausdorff_distance(prediction, truth, SPACING) == pytest.approx(6.0)
 
 
 def brute_force_hd95(a, b, spacing):
-    """Surfaces from explicit face-neighbour checks, distances from every point pair."""
-    def surface_points(x):
-        padded = np.pad(x, 1)
+    """SimpleITK's surfaces from explicit neighbour checks (the border replicated: it is not
+    a surface), distances from every point pair: from each voxel with a face-neighbour
+    outside its structure to the nearest voxel of the other structure with any neighbour
+    (face, edge or corner) outside it."""
+    offsets = [o for o in itertools.product((-1, 0, 1), repeat=a.ndim) if any(o)]
+    faces = [o for o in offsets if sum(map(abs, o)) == 1]
+
+    def contour_points(x, neighbours):
+        padded = np.pad(x, 1, mode="edge")
         interior = np.ones_like(x)
-        for axis in range(x.ndim):
-            for shift in (-1, 1):
-                interior &= np.roll(padded, shift, axis)[tuple(slice(1, -1) for _ in x.shape)]
+        for offset in neighbours:
+            interior &= np.roll(padded, offset, tuple(range(x.ndim)))[
+                tuple(slice(1, -1) for _ in x.shape)]
         return np.argwhere(x & ~interior) * np.asarray(spacing)
-    pa, pb = surface_points(a), surface_points(b)
-    d = cdist(pa, pb)
-    return max(np.percentile(d.min(axis=1), 95), np.percentile(d.min(axis=0), 95))
+
+    def directed(source, target):
+        distances = cdist(contour_points(source, faces), contour_points(target, offsets))
+        return np.percentile(distances.min(axis=1), 95)
+    return max(directed(a, b), directed(b, a))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -63,15 +75,17 @@ def test_hd95_matches_a_brute_force_computation_on_random_blobs(seed):
     from scipy import ndimage
     noise = ndimage.gaussian_filter(rng.normal(size=(2, 24, 20, 16)), (0, 2, 2, 2))
     a, b = noise[0] > 0.05, noise[1] > 0.05
-    assert hausdorff_distance(a, b, SPACING) == pytest.approx(brute_force_hd95(a, b, SPACING))
+    assert surface_hausdorff_distance(a, b, SPACING) == pytest.approx(
+        brute_force_hd95(a, b, SPACING))
 
 
 def test_a_2d_structure_stored_with_a_singleton_axis_uses_its_2d_contour():
     truth, prediction = np.zeros((16, 16), bool), np.zeros((16, 16), bool)
     truth[3:11, 3:11] = True
     prediction[5:12, 2:10] = True
-    in_2d = hausdorff_distance(prediction, truth, (1.2, 0.8))
-    in_3d = hausdorff_distance(prediction[..., None], truth[..., None], (1.2, 0.8, 5.0))
+    in_2d = surface_hausdorff_distance(prediction, truth, (1.2, 0.8))
+    in_3d = surface_hausdorff_distance(prediction[..., None], truth[..., None],
+                                       (1.2, 0.8, 5.0))
     assert in_3d == pytest.approx(in_2d)
     assert in_2d == pytest.approx(brute_force_hd95(prediction, truth, (1.2, 0.8)))
 
@@ -80,9 +94,14 @@ def test_empty_structures_give_nan_not_a_crash():
     empty, full = np.zeros((8, 8, 8), bool), cube((8, 8, 8), (2, 2, 2), 3)
     assert math.isnan(metrics.dice_score(empty, empty))
     assert metrics.dice_score(empty, full) == 0.0
-    assert math.isnan(hausdorff_distance(empty, full, (1, 1, 1)))
-    assert math.isnan(hausdorff_distance(full, empty, (1, 1, 1)))
-    assert math.isnan(hausdorff_distance(empty, empty, (1, 1, 1)))
+    for distance in (hausdorff_distance, surface_hausdorff_distance):
+        assert math.isnan(distance(empty, full, (1, 1, 1)))
+        assert math.isnan(distance(full, empty, (1, 1, 1)))
+        assert math.isnan(distance(empty, empty, (1, 1, 1)))
+    # A structure filling the image has no surface (the border is not one), only voxels.
+    whole = np.ones((8, 8, 8), bool)
+    assert math.isnan(surface_hausdorff_distance(whole, full, (1, 1, 1)))
+    assert hausdorff_distance(full, whole, (1, 1, 1)) == pytest.approx(math.sqrt(27))
 
 
 def test_segmentation_subject_metrics_per_class_with_mask_and_empty_class():
@@ -150,20 +169,22 @@ def test_ssim_of_constant_images_matches_the_formula():
     assert math.isnan(ssim(np.full((9, 9, 9), a), np.full((9, 9, 9), b)))   # no range
 
 
-def test_ssim_map_at_one_voxel_matches_an_explicit_gaussian_window():
+def test_ssim_map_at_one_voxel_matches_an_explicit_uniform_window():
+    # 4 slices: a 7 x 7 x 3 window (the largest odd one along z), sample (co)variances.
     rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(15, 15, 15)), rng.normal(size=(15, 15, 15))
-    offsets = np.arange(-5, 6)
-    g = np.exp(-offsets ** 2 / (2 * 1.5 ** 2))
-    w = g[:, None, None] * g[None, :, None] * g[None, None, :]
-    w /= w.sum()
-    px, py = x[2:13, 2:13, 2:13], y[2:13, 2:13, 2:13]    # the window centred on (7, 7, 7)
-    mx, my = (w * px).sum(), (w * py).sum()
-    vx, vy = (w * (px - mx) ** 2).sum(), (w * (py - my) ** 2).sum()
-    cov = (w * (px - mx) * (py - my)).sum()
+    x, y = rng.normal(size=(15, 15, 4)), rng.normal(size=(15, 15, 4))
+    px, py = x[4:11, 4:11, 0:3], y[4:11, 4:11, 0:3]    # the window centred on (7, 7, 1)
+    mx, my = px.mean(), py.mean()
+    vx, vy = px.var(ddof=1), py.var(ddof=1)
+    cov = ((px - mx) * (py - my)).sum() / (px.size - 1)
     c1, c2 = (0.01 * 3.0) ** 2, (0.03 * 3.0) ** 2
     expected = (2 * mx * my + c1) * (2 * cov + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
-    assert ssim_map(x, y, 3.0)[7, 7, 7] == pytest.approx(expected, rel=1e-9)
+    local = ssim_map(x, y, 3.0)
+    assert local[7, 7, 1] == pytest.approx(expected, rel=1e-9)
+    # NaN where the window leaves the image: 3 voxels along x and y, 1 along z.
+    valid = np.zeros(x.shape, bool)
+    valid[3:12, 3:12, 1:3] = True
+    assert np.array_equal(~np.isnan(local), valid)
 
 
 def test_ssim_works_for_2d_images_and_masks():

@@ -283,3 +283,45 @@ def test_complex_voxels_are_refused(tmp_path):
 def test_image_validates_its_shape():
     with pytest.raises(ValueError, match=r"\(X, Y, Z, C\)"):
         Image(np.zeros((2, 3, 4)), np.eye(4), "x.nii")
+
+
+def _raw_nifti(path, data, **fields):
+    """A NIfTI file written field by field: nibabel refuses to build an image whose
+    affine it cannot decompose, and such files exist in the wild."""
+    import io as _io
+
+    header = nib.Nifti1Image(data, np.eye(4)).header.copy()
+    for key, value in fields.items():
+        header[key] = value
+    stream = _io.BytesIO()
+    header.write_to(stream)
+    stream.write(b"\0" * (int(header["vox_offset"]) - stream.tell()))
+    stream.write(data.tobytes(order="F"))
+    path.write_bytes(stream.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"srow_z": [0, 0, 0, 0], "sform_code": 1}, "voxel axis k has zero length"),
+    ({"srow_x": [1, 1, 0, 0], "srow_y": [1, 1, 0, 0], "srow_z": [0, 0, 1, 0],
+      "sform_code": 1}, "not independent"),
+    ({"srow_x": [np.nan, 0, 0, 0], "sform_code": 1}, "not a finite 4x4 matrix"),
+])
+@pytest.mark.parametrize("loader", ["auto", "simpleitk"])
+def test_an_affine_that_cannot_map_voxels_is_a_data_error_naming_the_file(
+        tmp_path, fields, problem, loader):
+    path = _raw_nifti(tmp_path / "broken.nii", np.ones((6, 5, 4), np.float32), **fields)
+    with pytest.raises(DataError) as error:
+        load_image(path, loader)
+    message = str(error.value)
+    assert str(path) in message
+    # SimpleITK refuses some of these files itself; its reason is then the message.
+    assert problem in message or (loader == "simpleitk" and "Cannot read" in message)
+
+
+def test_anisotropic_and_oblique_affines_are_accepted(tmp_path):
+    affine = np.array([[0.1, 0.0, 0.3, 4.0], [0.0, 0.1, 0.0, 2.0], [0.0, 0.0, 5.0, 1.0],
+                       [0.0, 0.0, 0.0, 1.0]])
+    path = tmp_path / "thin.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.float32), affine), path)
+    np.testing.assert_allclose(load_image(path).affine, affine)

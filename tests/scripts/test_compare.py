@@ -147,8 +147,8 @@ def test_one_run_calls_the_commands_in_order_and_stops_at_a_failure(tmp_path, mo
     assert compare.main(["--_one-run", json.dumps(plan)]) == 0
     assert [name for name, _ in calls] == ["train", "infer", "evaluate", "infer", "evaluate"]
     assert calls[0][1] == ["--config", "c.ini", "--set", f"SYSTEM.model_dir={tmp_path}",
-                           "--set", "SYSTEM.seed=3"]
-    assert calls[3][1][6:8] == ["--set", "INFERENCE.architecture=expected"]
+                           "--set", "SYSTEM.seed=3", "--set", "INFERENCE.overwrite=true"]
+    assert calls[3][1][8:10] == ["--set", "INFERENCE.architecture=expected"]
     result = json.loads(status.read_text(encoding="utf-8"))
     assert result["done"] == [0, 1, 2, 3, 4] and result["failed"] is None
     assert result["train_minutes"] >= 0
