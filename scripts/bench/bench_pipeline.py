@@ -9,6 +9,12 @@ for half the windows, bias field, gamma, noise), batched and prefetched through
 
     flock -x /tmp/sfg_cpu.lock python scripts/bench/bench_pipeline.py
 
+Each rate is also given per core: windows/s divided by the number of workers (1 for the
+main process), i.e. what one worker makes assuming it has a core of its own; on a machine
+with no more cores than workers the driver takes its share, so this underestimates a core
+of a larger machine. From the slowest mode's rate per core it says how many workers the
+5x target needs.
+
 The last line is ``ratio pipeline/step: X.X``: the slowest sampling mode's windows/s
 with the default workers (threads), divided by the GPU reference's windows/s.
 """
@@ -16,6 +22,7 @@ with the default workers (threads), divided by the GPU reference's windows/s.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -80,6 +87,11 @@ def pipeline_rate(source, batch_size: int, threads: int, kind: str, seconds: flo
         rate = count / (time.perf_counter() - begin)
         del iterator
     return rate
+
+
+def per_core(rate: float, workers: int) -> str:
+    """The rate per core: windows/s divided by the workers making them."""
+    return f"{rate / workers:5.1f} per core (/ {workers} worker{'s' if workers > 1 else ''})"
 
 
 def profile_source(source, windows: int) -> None:
@@ -177,10 +189,11 @@ def main(argv=None) -> int:
                 rate = pipeline_rate(source, args.batch_size, args.threads, kind, args.seconds)
                 rates[sampler, kind] = rate
                 print(f"{sampler:>9} sampling, {args.threads} {kind} workers, {cache} cache: "
-                      f"{rate:6.1f} windows/s")
+                      f"{rate:6.1f} windows/s, {per_core(rate, max(args.threads, 1))}")
             serial = build_source(caches["memory"], sampler, args.window)
             rate = pipeline_rate(serial, args.batch_size, 0, "thread", args.seconds)
-            print(f"{sampler:>9} sampling, no workers (main process): {rate:6.1f} windows/s")
+            print(f"{sampler:>9} sampling, no workers (main process): {rate:6.1f} windows/s, "
+                  f"{per_core(rate, 1)}")
 
     if args.network_window:
         seconds, how = network_step_seconds(args.network_window, args.batch_size)
@@ -194,6 +207,10 @@ def main(argv=None) -> int:
     print(f"GPU reference (design doc): dense HighRes3DNet training step, H200, 96^3, batch "
           f"{GPU_BATCH}, float32: {GPU_STEP_SECONDS} s = {gpu_rate:.1f} windows/s; "
           f"target >= 5x = {5 * gpu_rate:.0f} windows/s")
+    for kind in args.kinds:
+        slowest = min(rates[s, kind] for s in args.samplers) / max(args.threads, 1)
+        print(f"{kind} workers: {slowest:.1f} windows/s per core in the slowest sampling "
+              f"mode; the 5x target needs {math.ceil(5 * gpu_rate / slowest)} such workers")
     default = min(rates[s, args.kinds[0]] for s in args.samplers)
     print(f"ratio = slowest sampling mode with {args.threads} {args.kinds[0]} workers "
           f"({default:.1f} windows/s of {args.window}^3) / GPU reference ({gpu_rate:.1f} "

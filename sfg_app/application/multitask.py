@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import sys
 
 import keras
 from keras import ops
@@ -90,7 +91,9 @@ class MultiTaskApplication(Application):
                    if field.name != "fixed_from"})
             options["seed"] = settings.system.seed
         model = network_class(**options)
-        model(ops.zeros((1,) + self.input_shape))  # creates the weights
+        # The weights from the shapes: a forward pass at the window size would cost as
+        # much as one window of inference (12 s at 96^3 on 2 cores) for nothing.
+        model.build((None,) + self.input_shape)
         return model
 
     def build_objective(self):
@@ -167,22 +170,28 @@ class MultiTaskApplication(Application):
         return images
 
     def decode_outputs(self, outputs):
-        """What inference blends: probabilities of class tasks, values of the others."""
+        """What inference blends: probabilities of class tasks, values of the others, for
+        each task in `outputs` (every task, or the one of an exported network)."""
         decoded = {}
-        for name, task in self.tasks.items():
-            parts = task.decode(outputs[name])
+        for name, output in outputs.items():
+            parts = self.tasks[name].decode(output)
             decoded[name] = parts["probabilities"] if "probabilities" in parts \
                 else parts["values"]
         return decoded
 
     # -- data ---------------------------------------------------------------------------------
     def training_dataset(self, batch_size, first_window, shard_index=0, shard_count=1):
-        from sfg_app.data.tf_adapter import TrainingWindows
+        from sfg_app.data.tf_adapter import TrainingWindows, resolve_worker_kind
 
+        system = self.settings.system
+        # Before any preprocessing: worker_kind = process with cache = none is an error.
+        kind, notice = resolve_worker_kind(system.worker_kind, system.num_threads,
+                                           self.settings.network.cache)
+        print(notice, file=sys.stderr)
         self.data.fit_intensity_references()
-        source = self.data.window_source("training", self.settings.system.seed, augment=True)
+        source = self.data.window_source("training", system.seed, augment=True)
         windows = TrainingWindows(
-            source, batch_size=batch_size, num_threads=self.settings.system.num_threads,
+            source, batch_size=batch_size, num_threads=system.num_threads, worker_kind=kind,
             queue_length=self.settings.network.queue_length,
             start=first_window + shard_index, step=shard_count)
         self._open.append(windows)
@@ -218,18 +227,23 @@ class MultiTaskApplication(Application):
                 "files with --input.")
         return subjects
 
+    def _inferred_tasks(self, tasks=None) -> dict:
+        """The tasks named in `tasks` (those an exported network has heads for), or
+        every task of the config when None."""
+        return dict(self.tasks) if tasks is None else {name: self.tasks[name] for name in tasks}
+
     def check_outputs(self, subjects: list[SubjectFiles], output_dir: str,
-                      overwrite: bool) -> list[str]:
-        """Before any work: the output paths of every subject, each inside `output_dir`
-        and off the inputs; an OutputError naming the outputs that exist already, unless
-        `overwrite`."""
+                      overwrite: bool, tasks=None) -> list[str]:
+        """Before any work: the output paths of every subject for `tasks` (default:
+        every task), each inside `output_dir` and off the inputs; an OutputError naming
+        the outputs that exist already, unless `overwrite`."""
         with_variance = self.settings.inference.architecture == "sample"
         protected = [path for subject in subjects for path in subject.paths.values()]
         names = {}
         for subject in subjects:
             extension = output_extension(subject.paths[self.data.roles.images[0]])
-            for name in planned_outputs(self.tasks, subject.subject_id, extension,
-                                        with_variance):
+            for name in planned_outputs(self._inferred_tasks(tasks), subject.subject_id,
+                                        extension, with_variance):
                 names[name] = output_path(output_dir, name, overwrite=True,
                                           protected=protected)
         existing = [path for path in names.values() if os.path.lexists(path)]
@@ -243,8 +257,10 @@ class MultiTaskApplication(Application):
                 "to replace them.")
         return list(names.values())
 
-    def inference_subjects(self, subjects: list[SubjectFiles], output_dir=None):
-        """A `SubjectInference` per subject, preprocessed when the engine reaches it."""
+    def inference_subjects(self, subjects: list[SubjectFiles], output_dir=None, tasks=None):
+        """A `SubjectInference` per subject, preprocessed when the engine reaches it,
+        blending and writing the outputs of `tasks` (default: every task)."""
+        tasks = self._inferred_tasks(tasks)
         images = self.data.roles.images
         inference = self.settings.inference
         output_dir = str(output_dir or inference.save_seg_dir)
@@ -262,7 +278,7 @@ class MultiTaskApplication(Application):
             plan = (sampler.inference_plan(processed.arrays)
                     if hasattr(sampler, "inference_plan") else sampler.plan(processed.arrays))
             yield SubjectInference(
-                processed, plan=plan, tasks=self.tasks, image_sections=images,
+                processed, plan=plan, tasks=tasks, image_sections=images,
                 output_dir=output_dir, blending=inference.blending,
                 with_variance=inference.architecture == "sample",
                 spatial_dims=self.spatial_dims, protected_paths=protected)

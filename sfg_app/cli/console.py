@@ -31,6 +31,8 @@ _NOISE = (
     re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called"),
     re.compile(r"^I0000 .*port\.cc:\d+\] oneDNN custom operations are on"),
     re.compile(r"^I0000 .*cudart_stub\.cc:\d+\] Could not find cuda drivers"),
+    re.compile(r"^I0000 .*cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"),
+    re.compile(r"^To enable the following instructions: .* rebuild TensorFlow with"),
 )
 #: Dropped only where no NVIDIA device exists (where one does, they explain a failure).
 _NO_GPU_NOISE = (

@@ -20,7 +20,8 @@ def _existing(text: str) -> pathlib.Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(
         "sfg_infer", "Infer every task on the subjects of [INFERENCE] dataset_to_infer, or "
-                     "on the image files given with --input.",
+                     "on the image files given with --input; with --network, only the "
+                     "task of a network exported by sfg_export.",
         "sfg_infer --config configs/demo.ini --input scan.nii.gz --output out/")
     parser.add_argument("--input", nargs="+", type=_existing, metavar="FILE",
                         help="image files (or DICOM series folders) to infer instead of the "
@@ -28,6 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=lambda text: pathlib.Path(text).absolute(),
                         metavar="DIR", help="folder of the outputs (default: [INFERENCE] "
                                             "save_seg_dir)")
+    parser.add_argument("--network", type=lambda text: pathlib.Path(text).absolute(),
+                        metavar="FILE.keras",
+                        help="run the compact network of one task that sfg_export wrote "
+                             "(<model_dir>/export/<task>.keras) instead of restoring the "
+                             "config's network from [SYSTEM] model_dir: only that task's "
+                             "outputs are written; the config still gives the "
+                             "preprocessing, windows, blending and the task's settings. "
+                             "Needs [INFERENCE] architecture = map (the exported network "
+                             "is the map architecture); inference_iter is not used")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace outputs that exist already (default: an existing "
                              "output is an error); input images are never overwritten")
@@ -36,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sfg_app.engine import commands
 
         commands.infer(settings, inputs=args.input, output_dir=args.output,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, network=args.network)
 
     return run_command(parser, argv, infer)
 

@@ -101,6 +101,12 @@ SYSTEM = SectionSchema(
         "bfloat16."),
     key("num_threads", Int(0), 2, "Data workers that load, preprocess and sample windows; "
         "0 works in the main process."),
+    key("worker_kind", Choice("auto", "thread", "process"), "auto",
+        "Kind of the data workers: thread, process (spawned; each gets the window source "
+        "once), or auto: process when a GPU runs the training step, num_threads >= 2, "
+        "the machine has more cores than num_threads + 1 and [NETWORK] cache = disk (a "
+        "memory cache would be copied into every process), thread otherwise. process "
+        "needs cache = disk or memory. Training logs the kind chosen and why."),
     key("application", Registered(registry.APPLICATIONS), "multitask",
         "Registered application that maps the settings to data, network and tasks."),
     key("config_version", Int(1), CONFIG_VERSION, "Version of the config format; a file "

@@ -18,11 +18,13 @@ abandoned before their end.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import tensorflow as tf
 
-from sfg_app.data.windows import WindowSource, WindowStream, positive_integer
+from sfg_app.data.windows import (WindowSource, WindowStream, choose_worker_kind,
+                                  positive_integer)
 
 
 def window_signature(source: WindowSource) -> dict:
@@ -45,7 +47,8 @@ class TrainingWindows:
     ``worker_kind``: ``thread`` or ``process`` (``spawn``ed; give the source a ``disk``
     cache). On 2 cores they are within 10 % of each other (64^3 and 96^3 windows,
     ``scripts/bench/bench_pipeline.py``); threads share one GIL, so with many workers
-    (a GPU host) processes scale further.
+    (a GPU host) processes scale further; training picks one with
+    :func:`resolve_worker_kind`.
     ``start``: the first window index, e.g. ``iteration * batch_size`` when resuming;
     ``step``: the stride between window indices (one input pipeline's share).
     """
@@ -90,6 +93,22 @@ class TrainingWindows:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def resolve_worker_kind(setting: str, num_threads: int, cache: str) -> tuple[str, str]:
+    """``[SYSTEM] worker_kind`` on this machine (the rule: ``choose_worker_kind``), and the
+    line training logs about it. The step runs on a GPU when TensorFlow sees one (the
+    strategies place it there); the cores are those this process may run on, which a
+    scheduler or ``taskset`` can make fewer than the machine's."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    kind, why = choose_worker_kind(setting, num_threads, cache=cache, cpu_count=cores,
+                                   step_on_gpu=bool(tf.config.list_physical_devices("GPU")))
+    if num_threads == 0:
+        return kind, f"data: no workers ({why})"
+    return kind, f"data: {num_threads} {kind} worker{'s' if num_threads > 1 else ''} ({why})"
 
 
 def validation_windows(source: WindowSource, *, num_windows: int, batch_size: int,

@@ -60,29 +60,61 @@ def check(settings) -> None:
           f"({settings.network.name}).", file=sys.stderr)
 
 
-def infer(settings, inputs=None, output_dir=None, overwrite: bool = False) -> list[str]:
+def infer(settings, inputs=None, output_dir=None, overwrite: bool = False,
+          network=None) -> list[str]:
     """Grid inference on the `dataset_to_infer` split, or on the `inputs` files.
 
-    Everything that can be checked is checked before the first window: a checkpoint,
-    the output folder writable, every output's name inside it and not there already
-    (unless `overwrite` or `[INFERENCE] overwrite`), the inputs' channels those the
-    network was trained on."""
-    plan = InferencePlan.from_settings(settings)
+    `network`: an exported compact network (`<task>.keras` of `sfg_export`) to run
+    instead of restoring the config's network from `model_dir`; only its task's outputs
+    are written, with the config's preprocessing, windows and task settings.
+
+    Everything that can be checked is checked before the first window: a checkpoint (or
+    the exported network: it loads, its task is the config's, see
+    `check_exported_network`), the output folder writable, every output's name inside it
+    and not there already (unless `overwrite` or `[INFERENCE] overwrite`), the inputs'
+    channels those the network was trained on."""
+    plan = InferencePlan.from_settings(settings, network)
     output_dir = str(output_dir or settings.inference.save_seg_dir)
     overwrite = overwrite or settings.inference.overwrite
-    # An untrained model_dir fails before the data are read (and a split file written).
-    checkpoint = CheckpointStore(str(plan.model_dir)).path(plan.inference_iter)
+    if network is None:
+        # An untrained model_dir fails before the data are read (and a split file written).
+        checkpoint = CheckpointStore(str(plan.model_dir)).path(plan.inference_iter)
     writable_folder(output_dir, "the inference outputs")
     application = make_application(settings)
-    subjects = application.inference_files(inputs)
-    application.check_outputs(subjects, output_dir, overwrite)
-    _check_trained_channels(application, checkpoint, subjects[0])
     driver = InferenceDriver(application, plan)
-    written = driver.run(application.inference_subjects(subjects, output_dir))
-    print(f"Inference with the checkpoint of iteration {driver.iteration} "
-          f"({settings.inference.architecture} architecture): {len(written)} file(s) in "
-          f"{output_dir}", file=sys.stderr)
+    # An exported network is loaded and checked before the data are read, too.
+    model = None if network is None else driver.load_model()
+    tasks = None if model is None else model.task_names  # None: every task of the config
+    subjects = application.inference_files(inputs)
+    application.check_outputs(subjects, output_dir, overwrite, tasks)
+    if model is None:
+        _check_trained_channels(application, checkpoint, subjects[0])
+    else:
+        _check_exported_channels(application, model, plan.network, subjects[0])
+    written = driver.run(application.inference_subjects(subjects, output_dir, tasks), model)
+    source = (f"the checkpoint of iteration {driver.iteration} "
+              f"({settings.inference.architecture} architecture)" if model is None else
+              f"the exported network {plan.network} (task {tasks[0]!r})")
+    print(f"Inference with {source}: {len(written)} file(s) in {output_dir}",
+          file=sys.stderr)
     return written
+
+
+def _input_files(application, subject) -> str:
+    return ", ".join(subject.paths[name] for name in application.data.roles.images)
+
+
+def _check_exported_channels(application, model, path: str, subject) -> None:
+    """A DataError naming the input files, the exported network and both counts when
+    `subject`'s images have another number of channels than the network takes."""
+    channels = application.input_channels
+    if channels != model.input_channels:
+        raise DataError(
+            f"The input {_input_files(application, subject)} has {channels} channel(s), but "
+            f"the exported network {path} takes {model.input_channels}. Give images with "
+            f"{model.input_channels} channel(s) (one file per [MULTITASK] image section: "
+            f"{', '.join(application.data.roles.images)}), or the export of a network "
+            "trained on these.")
 
 
 def _check_trained_channels(application, checkpoint: str, subject) -> None:
@@ -102,7 +134,7 @@ def _check_trained_channels(application, checkpoint: str, subject) -> None:
         if (trained is None or len(built) < 3 or tuple(trained) == built
                 or built[-2] != channels or trained[-2] == channels):
             continue
-        files = ", ".join(subject.paths[name] for name in application.data.roles.images)
+        files = _input_files(application, subject)
         raise DataError(
             f"The input {files} has {channels} channel(s), but the network in {checkpoint} was "
             f"trained on {trained[-2]}. Give images with {trained[-2]} channel(s) (one file per "

@@ -58,6 +58,17 @@ class CompactNetwork(MultiTaskNetwork):
     def plan(self):
         return self._steps
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the input it was built for: what ``sfg_infer --network`` checks
+        the images against before any window is run."""
+        return int(self.stages[0].block.conv.kernel.shape[-2])
+
+    @property
+    def spatial_rank(self) -> int:
+        """2 or 3: the spatial axes of its convolutions (2D or 3D windows)."""
+        return self.stages[0].block.conv.rank
+
     def get_config(self):
         config = super().get_config()
         config.update(plan=[dataclasses.asdict(step) for step in self._steps],

@@ -55,8 +55,8 @@ def engine(monkeypatch):
         check=lambda settings: calls.append(("check", settings)),
         evaluate=lambda settings: calls.append(("evaluate", settings)),
         report_groups=lambda settings: calls.append(("report_groups", settings)),
-        infer=lambda settings, inputs=None, output_dir=None, overwrite=False: calls.append(
-            ("infer", settings, inputs, output_dir, overwrite)))
+        infer=lambda settings, inputs=None, output_dir=None, overwrite=False, network=None:
+        calls.append(("infer", settings, inputs, output_dir, overwrite, network)))
     monkeypatch.setitem(sys.modules, "sfg_app.engine.commands", fake)
     monkeypatch.setattr(sfg_app.engine, "commands", fake, raising=False)
     return calls
@@ -131,11 +131,13 @@ def test_infer_passes_inputs_and_output(config_file, engine, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert infer.main(["--config", str(config_file), "--input", "scan.nii.gz",
                        "--output", "out"]) == 0
-    (_, settings, inputs, output_dir, overwrite), = engine
-    assert inputs == [scan] and output_dir == tmp_path / "out" and not overwrite
+    (_, settings, inputs, output_dir, overwrite, network), = engine
+    assert inputs == [scan] and output_dir == tmp_path / "out"
+    assert not overwrite and network is None
     engine.clear()
-    assert infer.main(["--config", str(config_file), "--overwrite"]) == 0
-    assert engine[0][2:] == (None, None, True)
+    assert infer.main(["--config", str(config_file), "--overwrite",
+                       "--network", "x.keras"]) == 0
+    assert engine[0][2:] == (None, None, True, tmp_path / "x.keras")
 
 
 def test_train_check_calls_the_check_and_writes_no_log(config_file, engine, tmp_path):

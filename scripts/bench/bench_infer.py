@@ -1,0 +1,275 @@
+"""Whole-volume inference, file to files: sfg (dense, SFG ``map``, SFG ``sample``) beside
+MONAI's ``sliding_window_inference`` with its HighResNet, on one volume, in one run.
+
+Each method runs in its own subprocess, so that its peak memory (``ru_maxrss`` of that
+process, the framework's import included) is its own, and is timed from the NIfTI file
+on disk to the outputs on disk:
+
+- sfg: ``sfg_app.engine.commands.infer`` with ``--input`` and ``--output``, the code
+  behind ``sfg_infer``: reading, z-score normalisation, windows of W^3 whose outputs are
+  cropped by a border of ``overlap * W / 2`` (neighbouring windows overlap by
+  ``overlap * W``, as MONAI's), the blending, the way back to the input's grid, and both
+  tasks' outputs written (organ labels, synthetic CT). ``dense`` is ``hard_shared``,
+  ``map`` and ``sample`` are ``sfg_highres3dnet`` at ``[INFERENCE] architecture = map``
+  and ``sample`` with ``--mc-samples`` draws, all at layer_scale 1 (HighRes3DNet's
+  16/32/64 kernels). Their checkpoints come from one training iteration on small
+  phantoms: inference time does not depend on the weights' values.
+- monai: nibabel reading, z-score, ``sliding_window_inference(roi_size=W^3, overlap,
+  sw_batch_size=batch, mode="constant")`` with ``monai.networks.nets.HighResNet(
+  spatial_dims=3, in_channels=1, out_channels=7)`` (our 6 classes and 1 regression
+  channel, one network pass as ours), then argmax and both outputs written with nibabel.
+
+The volume is a pelvic phantom (``sfg_app.data.phantoms``) on a grid of ``--shape``
+voxels. Needs torch and MONAI for the reference (``pip install -e ".[bench]"``); without
+them ``--models dense map sample`` runs alone. On CPU, run it alone:
+
+    flock -x /tmp/sfg_cpu.lock python scripts/bench/bench_infer.py
+    python scripts/bench/bench_infer.py --shape 128 128 64 --models dense map monai  # quick
+
+The last line is ``ratio sfg/monai: X.XX``: the ``map`` network's seconds over MONAI's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MODELS = ("dense", "map", "sample", "monai")
+NETWORKS = {"dense": "hard_shared", "map": "sfg_highres3dnet", "sample": "sfg_highres3dnet"}
+
+CONFIG = """
+[SYSTEM]
+model_dir = {model_dir}
+seed = 1
+
+[MR]
+path_to_search = {data}
+filename_contains = _mr
+spatial_window_size = ({window}, {window}, {window})
+normalisation = zscore
+
+[CT]
+path_to_search = {data}
+filename_contains = _ct
+
+[LABEL]
+path_to_search = {data}
+filename_contains = _seg
+
+[NETWORK]
+name = {network}
+batch_size = {batch}
+
+[MULTITASK]
+image = MR
+tasks = organs, synth_ct
+
+[TASK organs]
+type = segmentation
+target = LABEL
+num_classes = 6
+
+[TASK synth_ct]
+type = regression
+target = CT
+target_scale = 1000
+
+[TRAINING]
+max_iter = 1
+validation_every_n = 0
+
+[INFERENCE]
+border = ({border}, {border}, {border})
+architecture = {architecture}
+mc_samples = {samples}
+"""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 128),
+                        help="voxels of the volume (default 256 256 128)")
+    parser.add_argument("--window", type=int, default=96, help="cubic window side")
+    parser.add_argument("--overlap", type=float, default=0.25,
+                        help="fraction of a window shared with its neighbour")
+    parser.add_argument("--batch", type=int, default=1, help="windows per network call")
+    parser.add_argument("--mc-samples", type=int, default=10, help="K of sample mode")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--work", type=pathlib.Path, default=None,
+                        help="folder for the data and runs (default: a temporary one)")
+    parser.add_argument("--profile", choices=MODELS[:3], default=None,
+                        help="also print where this sfg method's time goes (cProfile, "
+                             "cumulative seconds of the slowest calls)")
+    parser.add_argument("--_one", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def environment() -> dict:
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    env.setdefault("KERAS_HOME", str(REPO / ".keras_home"))
+    return env
+
+
+def cpu_line() -> str:
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    marks = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}"
+                      for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile"))
+    return f"CPU: {model}, {os.cpu_count()} cores visible; {marks}"
+
+
+# -- the work of one subprocess ---------------------------------------------------------
+
+def run_sfg(job: dict) -> dict:
+    from sfg_app.config import load_settings
+    from sfg_app.engine import commands
+
+    settings = load_settings(job["config"])
+    start = time.perf_counter()
+    written = commands.infer(settings, inputs=[job["volume"]], output_dir=job["output"],
+                             overwrite=True)
+    return {"seconds": time.perf_counter() - start, "files": len(written)}
+
+
+def run_monai(job: dict) -> dict:
+    import nibabel as nib
+    import numpy as np
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import HighResNet
+
+    torch.manual_seed(0)
+    network = HighResNet(spatial_dims=3, in_channels=1, out_channels=7).eval()
+    start = time.perf_counter()
+    image = nib.load(job["volume"])
+    data = np.asarray(image.dataobj, np.float32)
+    data = (data - data.mean()) / max(float(data.std()), 1e-6)
+    with torch.inference_mode():
+        output = sliding_window_inference(
+            torch.from_numpy(data)[None, None], roi_size=(job["window"],) * 3,
+            sw_batch_size=job["batch"], predictor=network, overlap=job["overlap"],
+            mode="constant")[0]
+        labels = output[:6].argmax(0).to(torch.uint8).numpy()
+        values = (output[6] * 1000.0).numpy()
+    os.makedirs(job["output"], exist_ok=True)
+    for name, array in (("organs", labels), ("synth_ct", values)):
+        nib.save(nib.Nifti1Image(array, image.affine),
+                 os.path.join(job["output"], f"volume_{name}.nii.gz"))
+    return {"seconds": time.perf_counter() - start, "files": 2}
+
+
+def one(job_text: str) -> int:
+    job = json.loads(job_text)
+    run = run_monai if job["model"] == "monai" else run_sfg
+    if job.get("profile"):
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(run, job)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+        print(text.getvalue(), flush=True)
+    else:
+        result = run(job)
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# -- the parent: data, checkpoints, the runs, the table -----------------------------------
+
+def prepare(args, work: pathlib.Path) -> dict:
+    """The volume, and one trained-for-one-iteration run folder per sfg network."""
+    import nibabel as nib
+
+    from sfg_app.data.phantoms import write_dataset
+
+    env = environment()
+    volume = work / "volume.nii.gz"
+    if not volume.exists():
+        start = time.perf_counter()
+        paths = write_dataset(work / "big", subjects=1, seed=3, shape=tuple(args.shape))
+        os.replace(paths[0]["mr"], volume)
+        print(f"volume: phantom MR of {nib.load(volume).shape} voxels written in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    write_dataset(work / "small", subjects=2, seed=3, shape=(32, 32, 32))
+    border = round(args.overlap * args.window / 2)
+    configs = {}
+    for model in (m for m in args.models if m != "monai"):
+        config = work / f"{model}.ini"
+        config.write_text(CONFIG.format(
+            model_dir=work / f"run_{NETWORKS[model]}", data=work / "small", window=args.window,
+            network=NETWORKS[model], batch=args.batch, border=border,
+            architecture="sample" if model == "sample" else "map",
+            samples=args.mc_samples), encoding="utf-8")
+        configs[model] = str(config)
+        if not (work / f"run_{NETWORKS[model]}" / "checkpoints").exists():
+            # One iteration on small windows: the weights do not depend on the window.
+            subprocess.run([sys.executable, "-m", "sfg_app.cli.train", "-c", str(config),
+                            "--set", "MR.spatial_window_size=(16, 16, 16)",
+                            "--set", "INFERENCE.border=(0, 0, 0)"],
+                           env=env, check=True, capture_output=True)
+    return {"volume": str(volume), "configs": configs, "border": border}
+
+
+def measure(args, work: pathlib.Path, prepared: dict, model: str) -> dict:
+    job = {"model": model, "volume": prepared["volume"], "window": args.window,
+           "overlap": args.overlap, "batch": args.batch, "output": str(work / f"out_{model}"),
+           "config": prepared["configs"].get(model), "profile": model == args.profile}
+    done = subprocess.run([sys.executable, __file__, "--_one", json.dumps(job)],
+                          env=environment(), capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"{model} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    if model == args.profile:
+        print(f"\nprofile of {model}:\n" + done.stdout.split("RESULT ")[0], flush=True)
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args._one:
+        return one(args._one)
+    work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="sfg_bench_infer_"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(cpu_line())
+    print(f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (sfg sets 1 on x86)')}")
+    prepared = prepare(args, work)
+    print(f"volume {'x'.join(map(str, args.shape))}, windows {args.window}^3, overlap "
+          f"{args.overlap} (sfg: border {prepared['border']}, crop blending), "
+          f"{args.batch} window(s) per call; sample: K = {args.mc_samples}", flush=True)
+    results = {}
+    for model in args.models:
+        results[model] = measure(args, work, prepared, model)
+        print(f"  {model:>6}: {results[model]['seconds']:8.1f} s, peak "
+              f"{results[model]['peak_mb']:7.0f} MB", flush=True)
+    reference = results.get("monai")
+    print(f"\n{'method':>8} {'seconds':>9} {'peak MB':>9} {'time / monai':>13}")
+    for model, result in results.items():
+        ratio = f"{result['seconds'] / reference['seconds']:.2f}" if reference else "-"
+        print(f"{model:>8} {result['seconds']:9.1f} {result['peak_mb']:9.0f} {ratio:>13}")
+    if reference and "map" in results:
+        print(f"ratio sfg/monai: {results['map']['seconds'] / reference['seconds']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
