@@ -96,11 +96,11 @@ LOSSES = Registry("loss", {
 })
 
 OPTIMISERS = Registry("optimiser", {
-    "adam": "sfg_app.engine.optimisers:adam",
-    "adamw": "sfg_app.engine.optimisers:adamw",
-    "sgd": "sfg_app.engine.optimisers:sgd",
-    "momentum": "sfg_app.engine.optimisers:momentum",
-    "rmsprop": "sfg_app.engine.optimisers:rmsprop",
+    "adam": "sfg_app.application.optimisers:adam",
+    "adamw": "sfg_app.application.optimisers:adamw",
+    "sgd": "sfg_app.application.optimisers:sgd",
+    "momentum": "sfg_app.application.optimisers:momentum",
+    "rmsprop": "sfg_app.application.optimisers:rmsprop",
 })
 
 TASKS = Registry("task type", group="sfg_app.task_types", builtins={

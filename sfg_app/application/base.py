@@ -23,7 +23,7 @@ class Application:
         """A Keras layer holding the objective's own learned weights (may have none)."""
         raise NotImplementedError
 
-    def build_optimizer(self):
+    def build_optimiser(self):
         raise NotImplementedError
 
     # -- data -------------------------------------------------------------------------

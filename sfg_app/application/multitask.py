@@ -21,6 +21,7 @@ from sfg_app.application.base import Application
 from sfg_app.application.data import DataPlan
 from sfg_app.application.inference import (SubjectInference, output_extension,
                                            planned_outputs)
+from sfg_app.application.optimisers import learning_rate
 from sfg_app.application.tasks import build_tasks, head_specs
 from sfg_app.data.dataset import SubjectFiles, subject_id_from_name
 from sfg_app.data.samplers.grid import GridSampler
@@ -104,9 +105,7 @@ class MultiTaskApplication(Application):
         objective.build(None)
         return objective
 
-    def build_optimizer(self):
-        from sfg_app.engine.optimisers import learning_rate
-
+    def build_optimiser(self):
         training = self.settings.training
         rate = learning_rate(training.lr, training.lr_schedule, training.max_iter,
                              training.lr_decay_rate, training.lr_decay_steps,

@@ -178,7 +178,7 @@ class SummaryHandler(Handler):
             for key, value in state.logs.items():
                 if not key.startswith("val_"):
                     tf.summary.scalar(key, value)
-            tf.summary.scalar("learning_rate", current_learning_rate(state.optimizer))
+            tf.summary.scalar("learning_rate", current_learning_rate(state.optimiser))
             if hasattr(model, "temperature"):
                 tf.summary.scalar("tau", float(model.temperature()))
             probabilities = grouping_probabilities(model)
@@ -249,9 +249,9 @@ def grouping_probabilities(model) -> dict:
     return {}
 
 
-def current_learning_rate(optimizer) -> float:
-    rate = optimizer.learning_rate
-    return float(to_numpy(rate(optimizer.iterations) if callable(rate) else rate))
+def current_learning_rate(optimiser) -> float:
+    rate = optimiser.learning_rate
+    return float(to_numpy(rate(optimiser.iterations) if callable(rate) else rate))
 
 
 def _duration(seconds: float) -> str:

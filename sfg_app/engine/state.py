@@ -49,7 +49,7 @@ class TrainingState:
     strategy: tf.distribute.Strategy
     model: keras.Model
     objective: keras.layers.Layer
-    optimizer: keras.optimizers.Optimizer
+    optimiser: keras.optimizers.Optimizer
     checkpoints: CheckpointStore
     chief: bool
     first_iteration: int = 0

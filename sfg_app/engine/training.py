@@ -54,14 +54,16 @@ class TrainingDriver:
         with strategy.scope(), dtype_policy(plan.mixed_precision):
             model = self.application.build_network()
             objective = self.application.build_objective()
-            optimizer = self.application.build_optimizer()
+            optimiser = self.application.build_optimiser()
             if plan.mixed_precision == "float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            optimizer.build(_trainable(model, objective))
+                optimiser = keras.optimizers.LossScaleOptimizer(optimiser)
+            optimiser.build(_trainable(model, objective))
         store = CheckpointStore(plan.model_dir, plan.max_checkpoints, chief=chief,
-                                model=model, objective=objective, optimizer=optimizer)
+                                model=model, objective=objective,
+                                # The checkpoint key keeps the spelling saved runs have.
+                                optimizer=optimiser)
         state = TrainingState(plan=plan, strategy=strategy, model=model, objective=objective,
-                              optimizer=optimizer, checkpoints=store, chief=chief)
+                              optimiser=optimiser, checkpoints=store, chief=chief)
         state.first_iteration = state.iteration = self._resume(state)
         return state
 
@@ -81,23 +83,23 @@ class TrainingDriver:
         # A float learning rate is an optimiser variable, which the checkpoint holds too;
         # the config's value wins, so that resuming with a changed `lr` does what the
         # config says. (A schedule is not saved, and its value is not settable.)
-        configured = state.optimizer.learning_rate
+        configured = state.optimiser.learning_rate
         configured = (float(to_numpy(configured)) if isinstance(configured, keras.Variable)
                       else None)
         iteration = store.restore(plan.starting_iter)
         if configured is not None:
-            state.optimizer.learning_rate = configured
+            state.optimiser.learning_rate = configured
         state.last_saved = iteration
         return iteration
 
     # -- the step ---------------------------------------------------------------
     def _make_train_step(self, state: TrainingState):
         app, model, objective = self.application, state.model, state.objective
-        optimizer, strategy = state.optimizer, state.strategy
+        optimiser, strategy = state.optimiser, state.strategy
         variables = _trainable(model, objective)
         replicas = strategy.num_replicas_in_sync
         step_variable = getattr(model, "grouping_step", None)
-        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        scaled = isinstance(optimiser, keras.optimizers.LossScaleOptimizer)
 
         def replica_step(batch):
             with tf.GradientTape() as tape:
@@ -105,24 +107,24 @@ class TrainingDriver:
                 total, logs = app.compute_loss(model, objective, outputs, batch)
                 loss = total / replicas
                 if scaled:
-                    loss = optimizer.scale_loss(loss)
+                    loss = optimiser.scale_loss(loss)
             gradients = tape.gradient(loss, variables)
             if scaled:
                 # LossScaleOptimizer unscales in apply; the norm is logged unscaled. It
                 # skips a step whose scaled gradients overflowed (and lowers the scale):
                 # that step applies nothing, and logs a norm of 0, not a divergence.
-                norm = tf.linalg.global_norm(gradients) / optimizer.dynamic_scale
+                norm = tf.linalg.global_norm(gradients) / optimiser.dynamic_scale
                 norm = tf.where(tf.math.is_finite(norm), norm, tf.zeros_like(norm))
             else:
                 norm = tf.linalg.global_norm(gradients)
-            optimizer.apply_gradients(zip(gradients, variables))
+            optimiser.apply_gradients(zip(gradients, variables))
             logs = dict(logs, loss=total, grad_norm=norm * replicas)
             return logs
 
         @tf.function(jit_compile=False)
         def train_step(batch):
             if step_variable is not None:
-                step_variable.assign(tf.cast(optimizer.iterations, step_variable.dtype))
+                step_variable.assign(tf.cast(optimiser.iterations, step_variable.dtype))
             per_replica = strategy.run(replica_step, args=(batch,))
             return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
 
@@ -148,7 +150,7 @@ class TrainingDriver:
                 while state.iteration < plan.max_iter:
                     logs = train_step(next(batches))
                     state.logs = {k: float(v) for k, v in logs.items()}
-                    iteration = int(to_numpy(state.optimizer.iterations))
+                    iteration = int(to_numpy(state.optimiser.iterations))
                     skipped = iteration == state.iteration  # by loss scaling (see above)
                     state.iteration = iteration
                     _check_finite(state)

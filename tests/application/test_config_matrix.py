@@ -95,7 +95,7 @@ class Recorder(Handler):
         self.start_lr = None
 
     def on_start(self, state):
-        self.start_lr = current_learning_rate(state.optimizer)
+        self.start_lr = current_learning_rate(state.optimiser)
 
     def on_step_end(self, state):
         self.logs.append(dict(state.logs))
@@ -325,7 +325,7 @@ def test_mixed_precision_trains_with_float32_logits(project, precision, changes)
     assert logs["loss"] == pytest.approx(
         logs["organs_loss"] + logs["synth_ct_loss"] + 1e-3 * logs["kl"], rel=1e-6)
     if precision == "float16":
-        assert state.optimizer.dynamic_scale.numpy() < 2 ** 15
+        assert state.optimiser.dynamic_scale.numpy() < 2 ** 15
     assert all(np.isfinite(v) for v in state.logs.values())
     assert state.model.dtype_policy.name == f"mixed_{precision}"
     outputs = state.model(np.zeros((1, 8, 8, 8, 1), np.float32), training=False)

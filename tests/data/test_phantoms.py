@@ -64,11 +64,14 @@ def test_different_seeds_and_subjects_differ():
 
 
 def test_default_grid_of_a_subject_does_not_depend_on_the_others():
+    alone = P.PelvisPhantoms(4).grid(7)
     generator = P.PelvisPhantoms(4)
-    later = generator.grid(7)
-    for index in range(7):
+    for index in range(7):  # draws of other subjects first, as write_dataset makes them
         generator.grid(index)
-    assert np.array_equal(P.PelvisPhantoms(4).grid(7).affine, later.affine)
+        generator.anatomy(index)
+    after_others = generator.grid(7)
+    assert np.array_equal(after_others.affine, alone.affine)
+    assert after_others.shape == alone.shape
 
 
 # --------------------------------------------------------------------- tissue contrast

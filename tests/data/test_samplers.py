@@ -54,8 +54,9 @@ def test_uniform_windows_stay_inside_the_volume_and_reach_every_start():
     locations = UniformSampler((4, 3, 2)).locations(_subject(), 2000, rng)
     assert locations.shape == (2000, 6)
     np.testing.assert_array_equal(locations[:, 3:] - locations[:, :3], [[4, 3, 2]] * 2000)
-    assert locations[:, :3].min(axis=0).tolist() == [0, 0, 0]
-    assert locations[:, 3:].max(axis=0).tolist() == [10, 8, 6]
+    # Every start from 0 to (volume - window) along each axis, and nothing else.
+    for axis, last_start in enumerate((10 - 4, 8 - 3, 6 - 2)):
+        assert sorted(set(locations[:, axis].tolist())) == list(range(last_start + 1)), axis
 
 
 def test_a_window_larger_than_the_volume_is_centred_and_padded_with_zeros():

@@ -23,7 +23,7 @@ class RegressionApplication(Application):
     def build_objective(self):
         return keras.layers.Identity()
 
-    def build_optimizer(self):
+    def build_optimiser(self):
         return keras.optimizers.SGD(self.lr)
 
     def training_dataset(self, batch_size, first_window, shard_index=0, shard_count=1):

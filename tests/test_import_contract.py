@@ -1,0 +1,74 @@
+"""The arrows between sfg's layers, read from the source (docs/architecture.md).
+
+A package may import only packages of a lower rank: errors and the package root at the
+bottom, the command line at the top. An import inside a function counts like one at the
+top of the module: deferring an import may keep `--help` from loading TensorFlow, but it
+must not hide an arrow that points up (a cycle that Python only survives by luck).
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "sfg_app"
+
+#: Rank of each top-level package or module of sfg_app; imports point to lower ranks.
+RANKS = {
+    "errors": 0, "runtime": 0,
+    "__init__": 1, "registry": 1,
+    "io": 2, "config": 2,
+    "data": 3, "layers": 3, "evaluation": 3, "tasks": 3,
+    "networks": 4,
+    "application": 5,
+    "engine": 6,
+    "cli": 7,
+}
+
+
+def _imports():
+    """(importing file, its package, imported sfg_app package, line) for every import."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).parts
+        package = parts[0] if len(parts) > 1 else parts[0][:-3]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                if node.module == "sfg_app":  # from sfg_app import x
+                    names = [f"sfg_app.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name == "sfg_app":
+                    found.append((path, package, "__init__", node.lineno))
+                elif name.startswith("sfg_app."):
+                    found.append((path, package, name.split(".")[1], node.lineno))
+    return found
+
+
+def test_every_package_has_a_rank():
+    packages = {p.name if p.is_dir() else p.stem for p in PACKAGE.iterdir()
+                if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"}
+    assert packages == set(RANKS)
+
+
+def test_imports_point_down_the_layers():
+    upward = [f"{path.relative_to(PACKAGE.parent)}:{line} ({package}, rank {RANKS[package]}) "
+              f"imports {target} (rank {RANKS[target]})"
+              for path, package, target, line in _imports()
+              if target != package and RANKS[target] >= RANKS[package]]
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+@pytest.mark.parametrize("package", ["layers", "networks"])
+def test_the_model_code_stays_free_of_tensorflow(package):
+    """So that the networks also run on Keras' torch backend (GPU checks)."""
+    for path in (PACKAGE / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                         else [alias.name for alias in node.names])
+                assert not any(n.split(".")[0] == "tensorflow" for n in names), path
