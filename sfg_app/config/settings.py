@@ -6,7 +6,6 @@ here with no second declaration to keep in step.
 
 from __future__ import annotations
 
-import pathlib
 import types
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping
@@ -92,19 +91,6 @@ class Settings:
         data.update({f"TASK {name}": _plain(schema.TASK, values) for name, values in
                      self.tasks.items()})
         return data
-
-    def replace(self, section: str, key: str, value: Any,
-                base_dir: str | pathlib.Path | None = None) -> "Settings":
-        """New settings with one value changed (None unsets it), checked like a config.
-
-        Defaults derived from other keys (paths under model_dir, interpolation orders)
-        follow the change.
-        """
-        from sfg_app.config.loading import settings_from_dict
-
-        data = {header: dict(values) for header, values in self.explicit.items()}
-        data.setdefault(section, {})[key] = value
-        return settings_from_dict(data, source=self.source, base_dir=base_dir)
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Settings):

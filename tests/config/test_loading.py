@@ -206,15 +206,15 @@ def test_settings_are_read_only(load, config):
         settings.inputs["XX"] = settings.inputs["MR"]
 
 
-def test_replace_checks_the_value_and_rederives_defaults(load, config, tmp_path):
+def test_an_override_is_checked_and_rederives_defaults(load, config, tmp_path):
     settings = load(config)
-    changed = settings.replace("SYSTEM", "model_dir", tmp_path / "other")
+    changed = load(config, [f"SYSTEM.model_dir={tmp_path / 'other'}"])
     assert changed.system.dataset_split_file == tmp_path / "other" / "dataset_split.csv"
-    assert settings.system.model_dir != changed.system.model_dir  # original unchanged
-    assert settings.replace("TASK organs", "loss", "dice").tasks["organs"].loss == "dice"
-    assert settings.replace("TRAINING", "max_iter", 5) != settings
+    assert settings.system.model_dir != changed.system.model_dir
+    assert load(config, ["TASK organs.loss=dice"]).tasks["organs"].loss == "dice"
+    assert load(config, ["TRAINING.max_iter=5"]) != settings
     with pytest.raises(ConfigError, match=r"\[TRAINING\] max_iter.*integer >= 0"):
-        settings.replace("TRAINING", "max_iter", -5)
+        load(config, ["TRAINING.max_iter=-5"])
 
 
 def test_section_by_header(load, config):
