@@ -84,7 +84,7 @@ class SubjectInference:
         self.image_sections = tuple(image_sections)
         self.output_dir = output_dir
         self.spatial_dims = spatial_dims
-        self.protected = tuple(protected_paths)
+        self.protected = frozenset(protected_paths)  # real paths (io.paths.real_paths)
         self.extension = output_extension(subject.record.source.path)
         self.aggregators: dict[str, dict[str, object]] = {}
         for name, task in tasks.items():

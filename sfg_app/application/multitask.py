@@ -26,7 +26,7 @@ from sfg_app.application.tasks import build_tasks, head_specs
 from sfg_app.data.dataset import SubjectFiles, subject_id_from_name
 from sfg_app.data.samplers.grid import GridSampler
 from sfg_app.errors import DataError, OutputError
-from sfg_app.io.paths import check_name, output_path
+from sfg_app.io.paths import check_name, output_path, real_paths
 from sfg_app.io.readers import load_image
 from sfg_app.layers.grouping import GroupingConfig
 from sfg_app.registry import NETWORKS, OPTIMISERS
@@ -237,7 +237,7 @@ class MultiTaskApplication(Application):
         every task), each inside `output_dir` and off the inputs; an OutputError naming
         the outputs that exist already, unless `overwrite`."""
         with_variance = self.settings.inference.architecture == "sample"
-        protected = [path for subject in subjects for path in subject.paths.values()]
+        protected = _input_files(subjects)
         names = {}
         for subject in subjects:
             extension = output_extension(subject.paths[self.data.roles.images[0]])
@@ -265,7 +265,7 @@ class MultiTaskApplication(Application):
         output_dir = str(output_dir or inference.save_seg_dir)
         sampler = self.data.sampler() if self.settings.network.window_sampling == "resize" \
             else GridSampler(self.data.window_size, inference.border)
-        protected = [path for subject in subjects for path in subject.paths.values()]
+        protected = _input_files(subjects)
         for subject in subjects:
             processed = self.data.preprocess(subject, sections=images)
             channels = sum(processed.arrays[name].shape[-1] for name in images)
@@ -309,6 +309,11 @@ class MultiTaskApplication(Application):
             load_image(path, self.settings.inputs[name].loader).num_channels
             for name, path in subjects[0].paths.items())
         return subjects
+
+
+def _input_files(subjects) -> frozenset[str]:
+    """The real paths of every file the run reads: no output may replace one."""
+    return real_paths(path for subject in subjects for path in subject.paths.values())
 
 
 def _slice(volume):

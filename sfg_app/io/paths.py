@@ -45,11 +45,17 @@ def check_name(name: str, what: str, error=OutputError) -> str:
     return name
 
 
+def real_paths(paths) -> frozenset[str]:
+    """The resolved paths of ``paths`` (links followed), for ``output_path``'s
+    ``protected``: resolved once per run, not once per output."""
+    return frozenset(os.path.realpath(p) for p in paths)
+
+
 def output_path(folder: str | os.PathLike, name: str, overwrite: bool = False,
-                protected=()) -> str:
+                protected: frozenset[str] = frozenset()) -> str:
     """``folder/name`` after checking that it resolves inside ``folder``, that it is not
-    one of the ``protected`` paths (inputs: never overwritten, even with ``overwrite``),
-    and that no file is there unless ``overwrite``."""
+    one of the ``protected`` paths (``real_paths`` of the inputs: never overwritten,
+    even with ``overwrite``), and that no file is there unless ``overwrite``."""
     folder = os.fspath(folder)
     path = os.path.join(folder, name)
     real_folder, real_path = os.path.realpath(folder), os.path.realpath(path)
@@ -57,7 +63,7 @@ def output_path(folder: str | os.PathLike, name: str, overwrite: bool = False,
         raise OutputError(f"The output {path} resolves to {real_path}, outside its folder "
                           f"{folder}; nothing was written. Remove the link, or choose "
                           "another output folder.")
-    if real_path in {os.path.realpath(p) for p in protected}:
+    if real_path in protected:
         raise OutputError(f"The output {path} would overwrite an input image. Choose another "
                           "output folder ([INFERENCE] save_seg_dir or --output).")
     if not overwrite and os.path.lexists(path):

@@ -8,7 +8,7 @@ import pytest
 
 from sfg_app.errors import DataError, OutputError
 from sfg_app.io.paths import (check_name, describe_os_error, name_problem, output_path,
-                              writable_folder)
+                              real_paths, writable_folder)
 
 
 @pytest.mark.parametrize("name, problem", [
@@ -42,7 +42,8 @@ def test_output_path_refuses_existing_files_unless_overwrite_and_inputs_always(t
         output_path(tmp_path, "a.nii.gz")
     assert output_path(tmp_path, "a.nii.gz", overwrite=True) == str(tmp_path / "a.nii.gz")
     with pytest.raises(OutputError, match="would overwrite an input image"):
-        output_path(tmp_path, "a.nii.gz", overwrite=True, protected=[tmp_path / "a.nii.gz"])
+        output_path(tmp_path, "a.nii.gz", overwrite=True,
+                    protected=real_paths([tmp_path / "a.nii.gz"]))
     assert output_path(tmp_path, "new.nii.gz") == str(tmp_path / "new.nii.gz")
 
 
