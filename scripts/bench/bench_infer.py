@@ -5,7 +5,7 @@ Each method runs in its own subprocess, so that its peak memory (``ru_maxrss`` o
 process, the framework's import included) is its own, and is timed from the NIfTI file
 on disk to the outputs on disk:
 
-- sfg: ``sfg_app.engine.commands.infer`` with ``--input`` and ``--output``, the code
+- sfg: ``sfg_app.commands.infer`` with ``--input`` and ``--output``, the code
   behind ``sfg_infer``: reading, z-score normalisation, windows of W^3 whose outputs are
   cropped by a border of ``overlap * W / 2`` (neighbouring windows overlap by
   ``overlap * W``, as MONAI's), the blending, the way back to the input's grid, and both
@@ -19,7 +19,7 @@ on disk to the outputs on disk:
   spatial_dims=3, in_channels=1, out_channels=7)`` (our 6 classes and 1 regression
   channel, one network pass as ours), then argmax and both outputs written with nibabel.
 
-The volume is a pelvic phantom (``sfg_app.data.phantoms``) on a grid of ``--shape``
+The volume is a pelvic phantom (``sfg_app.demo.phantoms``) on a grid of ``--shape``
 voxels. Needs torch and MONAI for the reference (``pip install -e ".[bench]"``); without
 them ``--models dense map sample`` runs alone. On CPU, run it alone:
 
@@ -138,7 +138,7 @@ def cpu_line() -> str:
 
 def run_sfg(job: dict) -> dict:
     from sfg_app.config import load_settings
-    from sfg_app.engine import commands
+    from sfg_app import commands
 
     settings = load_settings(job["config"])
     start = time.perf_counter()
@@ -200,7 +200,7 @@ def prepare(args, work: pathlib.Path) -> dict:
     """The volume, and one trained-for-one-iteration run folder per sfg network."""
     import nibabel as nib
 
-    from sfg_app.data.phantoms import write_dataset
+    from sfg_app.demo.phantoms import write_dataset
 
     env = environment()
     volume = work / "volume.nii.gz"

@@ -2,7 +2,7 @@
 cross-stitch side by side, at the demo's and the paper's window sizes.
 
 What runs: for each size, phantom NIfTI subjects are generated into a temporary folder
-(``sfg_app.data.phantoms.write_dataset``) and an INI written beside them (the demo's
+(``sfg_app.demo.phantoms.write_dataset``) and an INI written beside them (the demo's
 recipe: MR in, organs segmentation with 6 classes and synth_ct regression, uncertainty
 weighting, balanced sampling, flips, rotation and scaling, 2 data workers). Each network
 (``hard_shared``: the dense HighRes3DNet trunk with one head per task; ``sfg_highres3dnet``
@@ -250,7 +250,7 @@ def training_flops(multiply_adds: int, voxels: int) -> int:
 
 def write_project(folder: pathlib.Path, size: Size, seed: int = 0) -> pathlib.Path:
     """Phantoms in ``folder/data`` and the config ``folder/bench.ini``; its path."""
-    from sfg_app.data.phantoms import write_dataset
+    from sfg_app.demo.phantoms import write_dataset
 
     write_dataset(folder / "data", subjects=size.subjects, seed=seed, shape=size.phantom_shape)
     pixdim = "" if size.pixdim is None else f"pixdim = {tuple(size.pixdim)}"
@@ -287,7 +287,7 @@ def train(config: pathlib.Path, model_dir: pathlib.Path, network: str, iteration
     import keras
 
     from sfg_app.config import load_settings
-    from sfg_app.engine.commands import make_application
+    from sfg_app.commands import make_application
     from sfg_app.engine.state import TrainingPlan
     from sfg_app.engine.training import TrainingDriver
 

@@ -37,7 +37,7 @@ import yaml
 
 from sfg_app.config import schema
 from sfg_app.config.types import Path as PathType
-from sfg_app.data import phantoms
+from sfg_app.demo import phantoms
 from sfg_app.data.dataset import draw_split, write_split_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -66,3 +66,33 @@ class Application:
     def group_names(self) -> list[str]:
         """Names of the SFG groups, in the network's order."""
         return []
+
+    # -- inference and evaluation -------------------------------------------------------
+    def decode_outputs(self, outputs):
+        """What inference blends, per task of `outputs` (traced into the driver's
+        predict function)."""
+        raise NotImplementedError
+
+    def check_exported_network(self, model, path: str, architecture: str) -> None:
+        """An SFGError naming `path` when the exported network `model` cannot stand in
+        for the config's network."""
+        raise NotImplementedError
+
+    def inference_files(self, inputs=None) -> list:
+        """The subjects to infer (`SubjectFiles`): the config's split, or `inputs` files."""
+        raise NotImplementedError
+
+    def check_outputs(self, subjects: list, output_dir: str, overwrite: bool,
+                      tasks=None) -> list[str]:
+        """Before any work: the paths inference will write; an error naming those that
+        exist already, unless `overwrite`."""
+        raise NotImplementedError
+
+    def inference_subjects(self, subjects: list, output_dir=None, tasks=None):
+        """One object per subject with `batches(batch_size)`, `add(mean, variance,
+        locations)` and `write() -> paths`, for the inference driver."""
+        raise NotImplementedError
+
+    def evaluate_outputs(self, output_dir: str) -> list[dict]:
+        """`{"subject", "task", metric: value}` rows of the written outputs."""
+        raise NotImplementedError

@@ -53,10 +53,10 @@ def section_roles(settings, tasks: dict) -> SectionRoles:
         if task.mask:
             labels.add(task.mask)
             required.add(task.mask)
-        if settings.tasks[task.name].type == "segmentation":
+        if task.label_target:
             labels.add(task.target)
         (optional_targets if task.optional_target else required).add(task.target)
-    sampling_map = sampling_map_section(settings, tasks)
+    sampling_map = network.sampling_map  # for balanced, filled in by the validation
     if sampling_map:
         required.add(sampling_map)
         if network.window_sampling == "balanced":
@@ -70,22 +70,6 @@ def section_roles(settings, tasks: dict) -> SectionRoles:
     values = frozenset(name for name in used if inputs[name].value_column)
     return SectionRoles(images=images, labels=frozenset(labels), values=values, used=used,
                         optional=frozenset(optional_targets - required))
-
-
-def sampling_map_section(settings, tasks: dict) -> str | None:
-    """`[NETWORK] sampling_map`, or for `balanced` the first segmentation target."""
-    network = settings.network
-    if network.sampling_map:
-        return network.sampling_map
-    if network.window_sampling == "balanced":
-        for name, task in tasks.items():
-            if settings.tasks[name].type == "segmentation":
-                return task.target
-        raise ConfigError("[NETWORK] window_sampling = balanced draws windows with an equal "
-                          "chance per label class, but no task is a segmentation and "
-                          "sampling_map is not set. Set [NETWORK] sampling_map to a label "
-                          "section, or choose another window_sampling.")
-    return None
 
 
 class DataPlan:
@@ -280,7 +264,7 @@ class DataPlan:
     def sampler(self):
         network = self.settings.network
         return SAMPLERS.get(network.window_sampling)(
-            self.window_size, sampling_map=sampling_map_section(self.settings, self.tasks),
+            self.window_size, sampling_map=network.sampling_map,
             label_sections=tuple(self.roles.labels))
 
     def augmenter(self) -> Augmenter | None:

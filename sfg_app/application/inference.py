@@ -5,20 +5,18 @@ The engine runs the network over `batches()` and hands every batch's decoded out
 the input's own grid (padding, resampling and reorientation undone) and writes it with
 the input's affine and header, through a temporary file and a rename.
 
-Per task and subject, in `[INFERENCE] save_seg_dir` (or `--output`):
-- segmentation: `<subject>_<task>` labels; with `save_probabilities`, `<subject>_<task>_prob`
-  (one channel per class);
-- voxel regression: `<subject>_<task>` values in the target's units;
-- in `sample` mode also `<subject>_<task>_var`: the variance across the sampled
-  architectures (regression: of the values; segmentation: summed over the classes);
+Per task and subject, in `[INFERENCE] save_seg_dir` (or `--output`), each task type
+choosing its kinds of file and what they hold (`sfg_app.tasks.base`):
+- voxel tasks: `<subject>_<task>` (segmentation: labels; regression: values in the
+  target's units); segmentation with `save_probabilities` also `<subject>_<task>_prob`
+  (one channel per class); in `sample` mode also `<subject>_<task>_var`, the variance
+  across the sampled architectures (segmentation: summed over the classes);
 - image-level tasks: one row per subject in `<task>.csv`.
-`output_name` is the one definition of these names (the evaluation reads them back with
-it); `planned_outputs` lists a subject's before any work, so that a command can refuse
-existing files (no silent overwrite) before hours of inference. Every path is built by
-`io.paths.output_path`: inside the output folder, never an input image.
-Probabilities are only held as a full volume per class when something needs them
-(probabilities asked for, resampling back through them, or variances); otherwise labels
-are blended straight into one integer volume.
+`output_name` and `table_name` are the one definition of these names (the evaluation,
+`sfg_app.application.evaluation`, reads them back with them); `planned_outputs` lists a
+subject's before any work, so that a command can refuse existing files (no silent
+overwrite) before hours of inference. Every path is built by `io.paths.output_path`:
+inside the output folder, never an input image.
 """
 
 from __future__ import annotations
@@ -63,13 +61,9 @@ def planned_outputs(tasks: dict, subject_id: str, extension: str,
     for name, task in tasks.items():
         if task.head_kind == "image":
             names.append(table_name(name))
-            continue
-        kinds = [""]
-        if getattr(task, "num_classes", None) and task.save_probabilities:
-            kinds.append("prob")
-        if with_variance:
-            kinds.append("var")
-        names.extend(output_name(subject_id, name, extension, kind) for kind in kinds)
+        else:
+            names.extend(output_name(subject_id, name, extension, kind)
+                         for kind in task.output_kinds(with_variance))
     return names
 
 
@@ -97,12 +91,8 @@ class SubjectInference:
             if with_variance:
                 chosen["variance"] = ImageAggregator(self.plan, channels=channels)
             return chosen
-        classes = getattr(task, "num_classes", None)
-        need_probabilities = classes and (
-            task.save_probabilities or with_variance
-            or (self.subject.record.resampled and task.output_interp_order > 0))
-        output = "values" if not classes else (
-            "probabilities" if need_probabilities else "labels")
+        output = task.blended_output(resampled=self.subject.record.resampled,
+                                     with_variance=with_variance)
         chosen = {"mean": VoxelAggregator(self.plan, channels=channels, output=output,
                                           blending=blending)}
         if with_variance:
@@ -140,37 +130,21 @@ class SubjectInference:
             if task.head_kind == "image":
                 written.append(self._write_row(task, aggregators))
                 continue
-            mean = aggregators["mean"].result()
-            if getattr(task, "num_classes", None):
-                written.extend(self._write_segmentation(task, aggregators["mean"].output, mean))
-            else:
-                written.append(self._write_volume(name, "", self._undo(mean, task),
-                                                  np.float32))
+            mean = aggregators["mean"]
+            volumes = task.output_volumes(mean.result(), mean.output, self._undo(task))
             if "variance" in aggregators:
-                variance = aggregators["variance"].result()
-                if getattr(task, "num_classes", None):
-                    variance = variance.sum(axis=-1, keepdims=True)
-                written.append(self._write_volume(name, "var",
-                                                  self._undo(variance, task, order=1),
-                                                  np.float32))
+                variance = task.variance_volume(aggregators["variance"].result())
+                volumes["var"] = (undo(variance, self.subject.record, 1), np.float32)
+            written.extend(self._write_volume(name, kind, volume, dtype)
+                           for kind, (volume, dtype) in volumes.items())
         return written
 
-    def _write_segmentation(self, task, output: str, mean: np.ndarray) -> list[str]:
-        written = []
-        if output == "labels":
-            labels = self._undo(mean, task, order=0)
-        else:
-            probabilities = self._undo(mean, task)
-            labels = probabilities.argmax(axis=-1)[..., None].astype(np.int32)
-            if task.save_probabilities:
-                written.append(self._write_volume(task.name, "prob", probabilities,
-                                                  np.float32))
-        written.insert(0, self._write_volume(task.name, "", labels, None))
-        return written
-
-    def _undo(self, volume: np.ndarray, task, order: int | None = None) -> np.ndarray:
-        return undo(volume, self.subject.record,
-                    task.output_interp_order if order is None else order)
+    def _undo(self, task):
+        """`undo(volume, order)` back to the input's grid; order None: the task's own."""
+        def to_input_grid(volume: np.ndarray, order: int | None) -> np.ndarray:
+            return undo(volume, self.subject.record,
+                        task.output_interp_order if order is None else order)
+        return to_input_grid
 
     def _path(self, name: str) -> str:
         # Existing files were refused (or allowed) before the run by `planned_outputs`;
@@ -184,16 +158,13 @@ class SubjectInference:
 
     def _write_row(self, task, aggregators) -> str:
         """One row per subject in `<task>.csv`, rewritten whole (temporary file + rename)."""
-        values = list(aggregators["mean"].result())
         path = self._path(table_name(task.name))
         rows = {}
         if os.path.exists(path):
             with open(path, newline="") as handle:
                 rows = {row[0]: row for row in csv.reader(handle)}
-        header = ["subject_id"] + [f"{task.name}_{i}" for i in range(len(values))]
-        if getattr(task, "num_classes", None):
-            header.append("label")
-            values.append(int(np.argmax(values)))
+        columns, values = task.table_columns(aggregators["mean"].result())
+        header = ["subject_id"] + columns
         if "variance" in aggregators:
             variance = aggregators["variance"].result()
             header += [f"{task.name}_{i}_var" for i in range(len(variance))]

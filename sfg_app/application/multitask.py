@@ -19,13 +19,14 @@ from keras import ops
 
 from sfg_app.application.base import Application
 from sfg_app.application.data import DataPlan
+from sfg_app.application.evaluation import evaluation_rows
 from sfg_app.application.inference import (SubjectInference, output_extension,
                                            planned_outputs)
 from sfg_app.application.optimisers import learning_rate
 from sfg_app.application.tasks import build_tasks, head_specs
 from sfg_app.data.dataset import SubjectFiles, subject_id_from_name
 from sfg_app.data.samplers.grid import GridSampler
-from sfg_app.errors import DataError, OutputError
+from sfg_app.errors import ConfigError, DataError, OutputError
 from sfg_app.io.paths import check_name, output_path, real_paths
 from sfg_app.io.readers import load_image
 from sfg_app.layers.grouping import GroupingConfig
@@ -169,14 +170,11 @@ class MultiTaskApplication(Application):
         return images
 
     def decode_outputs(self, outputs):
-        """What inference blends: probabilities of class tasks, values of the others, for
-        each task in `outputs` (every task, or the one of an exported network)."""
-        decoded = {}
-        for name, output in outputs.items():
-            parts = self.tasks[name].decode(output)
-            decoded[name] = parts["probabilities"] if "probabilities" in parts \
-                else parts["values"]
-        return decoded
+        """What inference blends (each task type's `inferred_output`: probabilities of
+        class tasks, values of the others), for each task in `outputs` (every task, or
+        the one of an exported network)."""
+        return {name: self.tasks[name].decode(output)[self.tasks[name].inferred_output]
+                for name, output in outputs.items()}
 
     # -- data ---------------------------------------------------------------------------------
     def training_dataset(self, batch_size, first_window, shard_index=0, shard_count=1):
@@ -281,6 +279,45 @@ class MultiTaskApplication(Application):
                 output_dir=output_dir, blending=inference.blending,
                 with_variance=inference.architecture == "sample",
                 spatial_dims=self.spatial_dims, protected_paths=protected)
+
+    def check_exported_network(self, model, path, architecture: str) -> None:
+        """A ConfigError naming the file when the exported network in `path` cannot stand in
+        for the config's: it is the `map` architecture of one task, so its head must be a
+        task of the config with that task's head (kind and channels), its convolutions of
+        the windows' rank, and `[INFERENCE] architecture` map (`sample` and `expected` need
+        the grouping probabilities, which the export dropped). The input channels are
+        checked against the images, once they are known (`sfg_app.commands`)."""
+        (task, spec), = model.head_specs.items()
+        tasks = self.tasks
+        if architecture != "map":
+            raise ConfigError(
+                f"[INFERENCE] architecture = {architecture}, but --network {path} is the "
+                f"exported map architecture of task {task!r}: it has no grouping "
+                "probabilities to draw or weight architectures with. Set [INFERENCE] "
+                "architecture = map (or pass --set INFERENCE.architecture=map), or infer with "
+                "the full network (without --network).")
+        if task not in tasks:
+            raise ConfigError(
+                f"--network {path} is the network of task {task!r}, which is not a task of "
+                f"this config ([MULTITASK] tasks = {', '.join(tasks)}). Give the config the "
+                "network was trained with, or the export of one of its tasks.")
+        expected = (tasks[task].head_kind, tasks[task].head_channels)
+        if (spec.kind, spec.channels) != expected:
+            raise ConfigError(
+                f"--network {path} has a {spec.kind} head of {spec.channels} channel(s) for "
+                f"task {task!r}, but [TASK {task}] of this config needs a {expected[0]} head "
+                f"of {expected[1]} channel(s). Give the config the network was trained with.")
+        if model.spatial_rank != self.spatial_dims:
+            raise ConfigError(
+                f"--network {path} is a {model.spatial_rank}D network, but the windows of "
+                f"[{self.data.roles.images[0]}] spatial_window_size = "
+                f"{self.data.window_size} are {self.spatial_dims}D. Give the "
+                "config the network was trained with.")
+
+    def evaluate_outputs(self, output_dir: str) -> list[dict]:
+        """Metrics of the outputs in `output_dir` of the `dataset_to_infer` subjects."""
+        return evaluation_rows(self.tasks, self.data.phase(
+            self.settings.inference.dataset_to_infer), output_dir)
 
     def _files_as_subjects(self, inputs) -> list[SubjectFiles]:
         images = self.data.roles.images

@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sfg_eval --config configs/demo.ini")
 
     def evaluate(args, settings):
-        from sfg_app.engine import commands
+        from sfg_app import commands
 
         commands.evaluate(settings)
 

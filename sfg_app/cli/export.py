@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="replace existing exported files of the task")
 
     def export(args, settings):
-        from sfg_app.engine import commands
+        from sfg_app import commands
 
         commands.export(settings, args.task, output_dir=args.output,
                         overwrite=args.overwrite)

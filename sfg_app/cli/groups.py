@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sfg_groups --config configs/demo.ini")
 
     def report(args, settings):
-        from sfg_app.engine import commands
+        from sfg_app import commands
 
         commands.report_groups(settings)
 

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "output is an error); input images are never overwritten")
 
     def infer(args, settings):
-        from sfg_app.engine import commands
+        from sfg_app import commands
 
         commands.infer(settings, inputs=args.input, output_dir=args.output,
                        overwrite=args.overwrite, network=args.network)

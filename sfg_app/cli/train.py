@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "training: exit 0 when all is well, 2 listing every problem")
 
     def train(args, settings):
-        from sfg_app.engine import commands
+        from sfg_app import commands
 
         if args.check:
             commands.check(settings)

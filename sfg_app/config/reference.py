@@ -52,7 +52,9 @@ def _scope(spec: schema.Key) -> str:
     for kind, text in _KINDS.items():
         if kind in spec.applies_to:
             return f" Only for {text}."
-    return f" Only for {' and '.join(sorted(spec.applies_to))} tasks."
+    kinds = sorted(spec.applies_to)
+    listed = ", ".join(kinds[:-1]) + " and " + kinds[-1] if len(kinds) > 1 else kinds[0]
+    return f" Only for {listed} tasks."
 
 
 def _described(spec: schema.Key) -> str:

@@ -8,6 +8,8 @@ allows undeclared keys.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,15 +72,8 @@ class SectionSchema:
         self.keys = {k.name: k for k in keys}
 
 
-#: Losses each built-in task type accepts; the first is the default.
-TASK_LOSSES = {
-    "segmentation": ("dice_ce", "ce", "dice", "generalised_dice"),
-    "regression": ("l1", "l2", "huber"),
-    "classification": ("ce",),
-}
-
-_PROBABILITIES = Tuple(Float(0), min_length=1,
-                       expected="a tuple of G probabilities (numbers >= 0 summing to 1)")
+_PROBABILITIES = Tuple(Float(0, low_open=True), min_length=2,
+                       expected="a tuple of G probabilities (numbers > 0 summing to 1)")
 _FRACTION_BELOW_1 = Float(0, 1, high_open=True)
 _POSITIVE = Float(0, low_open=True)
 _ORDER = Int(0, 5)
@@ -129,7 +124,7 @@ NETWORK = SectionSchema(
     key("window_sampling", Registered(registry.SAMPLERS), "uniform",
         "Registered sampler of training windows."),
     key("sampling_map", _INPUT_NAME, Derived("with balanced: the target of the first "
-                                        "segmentation task"),
+                                        "task whose target holds labels (segmentation)"),
         "Input section of the probability map of `weighted`, or of the label map of "
         "`balanced`.", applies_to=("weighted", "balanced")),
     key("queue_length", Int(1), 8, "Windows buffered between the data workers and the "
@@ -212,34 +207,55 @@ MULTITASK = SectionSchema(
         "Task weights: fixed ([TASK] weight) or learned homoscedastic uncertainty."),
 )
 
-TASK = SectionSchema(
-    "TASK <name>", "One task: its target, head, loss and outputs.",
+#: The keys of every `[TASK name]` section; each task type declares its own beside them
+#: (its class attribute ``keys``, see `sfg_app.tasks.base`).
+TASK_COMMON = (
     key("type", Registered(registry.TASKS), None, "Registered task type.", required=True),
     key("target", _INPUT_NAME, None, "Input section of the target.", required=True),
-    key("num_classes", Int(2), None, "Number of classes, background included (required).",
-        applies_to=("segmentation", "classification")),
-    key("out_channels", Int(1), 1, "Channels of the regression output.",
-        applies_to=("regression",)),
-    key("loss", Registered(registry.LOSSES),
-        Derived("segmentation: dice_ce; regression: l1; classification: ce"),
-        "Registered loss. Allowed: " + "; ".join(
-            f"{kind}: {', '.join(losses)}" for kind, losses in TASK_LOSSES.items()) + "."),
-    key("huber_delta", _POSITIVE, 1.0, "Delta of the huber loss.",
-        applies_to=("regression",)),
+    key("loss", Registered(registry.LOSSES), Derived("the task type's first loss"),
+        "Registered loss."),
     key("weight", Float(0), 1.0, "Fixed weight of this task's loss (weighting = fixed)."),
     key("mask", _INPUT_NAME, None, "Input section of a mask: loss and metrics count only what "
         "lies inside it."),
     key("optional_target", Bool(), False, "Subjects without the target are kept; they "
         "contribute nothing to this task."),
-    key("target_shift", Float(), 0.0, "The network learns (y - target_shift) / "
-        "target_scale; outputs are mapped back.", applies_to=("regression",)),
-    key("target_scale", _POSITIVE, 1.0, "See target_shift.", applies_to=("regression",)),
-    key("output_interp_order", _ORDER, 1, "How outputs are resampled back to the input "
-        "grid; segmentation resamples probabilities then takes the argmax, unless 0.",
-        applies_to=("segmentation", "regression")),
-    key("save_probabilities", Bool(), False, "Also write the class probabilities.",
-        applies_to=("segmentation", "classification")),
 )
+_TASK_TITLE, _TASK_DOC = "TASK <name>", "One task: its target, head, loss and outputs."
+
+
+def task_type(name: str | None):
+    """The registered task type class ``name``; None when no such type is registered
+    (the ``type`` key's own check reports it)."""
+    return registry.TASKS.get(name) if name in registry.TASKS else None
+
+
+def task_schema(type_name: str | None = None) -> SectionSchema:
+    """The keys of a `[TASK]` section of the task type ``type_name``: the common ones,
+    then the type's own. With None, every registered type's keys, each type-specific
+    key with the types that take it in ``applies_to`` (for typing a section before its
+    type is known, the reference and the hints of unknown keys)."""
+    names = tuple(registry.TASKS.names()) if type_name is None else (type_name,)
+    return _task_schema(names)
+
+
+@functools.lru_cache(maxsize=64)
+def _task_schema(type_names: tuple[str, ...]) -> SectionSchema:
+    types = {name: registry.TASKS.get(name) for name in type_names}
+    losses = "; ".join(f"{name}: {', '.join(t.loss_names)}" for name, t in types.items())
+    defaults = "; ".join(f"{name}: {t.loss_names[0]}" for name, t in types.items())
+    common = [dataclasses.replace(spec, doc=f"Registered loss. Allowed: {losses}.",
+                                  default=Derived(defaults))
+              if spec.name == "loss" else spec for spec in TASK_COMMON]
+    own: dict[str, Key] = {}
+    for name, task_class in types.items():
+        for spec in task_class.keys:
+            known = own.get(spec.name, spec)
+            takers = (known.applies_to or frozenset()) | {name}
+            own[spec.name] = dataclasses.replace(known, applies_to=frozenset(takers))
+    if len(types) == 1:
+        own = {name: dataclasses.replace(spec, applies_to=None) for name, spec in own.items()}
+    return SectionSchema(_TASK_TITLE, _TASK_DOC, *common, *own.values())
+
 
 INPUT = SectionSchema(
     "<input>", "Any other section (a name of letters, digits, _ and -) is an input: "
@@ -387,9 +403,9 @@ def section_schema(header: str) -> SectionSchema:
     """The schema of a section header that ``validate`` has classified."""
     if header in FIXED_SECTIONS:
         return FIXED_SECTIONS[header]
-    return TASK if header.startswith("TASK ") else INPUT
+    return task_schema() if header.startswith("TASK ") else INPUT
 
 
 def all_schemas() -> tuple[SectionSchema, ...]:
-    return (*FIXED_SECTIONS.values(), TASK, INPUT)
+    return (*FIXED_SECTIONS.values(), task_schema(), INPUT)
 

@@ -6,6 +6,7 @@ here with no second declaration to keep in step.
 
 from __future__ import annotations
 
+import functools
 import types
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping
@@ -26,8 +27,17 @@ MultitaskSettings = _section_class(schema.MULTITASK, "MultitaskSettings")
 TrainingSettings = _section_class(schema.TRAINING, "TrainingSettings")
 InferenceSettings = _section_class(schema.INFERENCE, "InferenceSettings")
 EvaluationSettings = _section_class(schema.EVALUATION, "EvaluationSettings")
-TaskSettings = _section_class(schema.TASK, "TaskSettings")
 InputSettings = _section_class(schema.INPUT, "InputSettings")
+
+@functools.lru_cache(maxsize=64)
+def _task_class(section: schema.SectionSchema) -> type:
+    return _section_class(section, "TaskSettings")
+
+
+def task_settings(values: Mapping[str, Any]):
+    """The settings of a `[TASK]` section: the common keys and its type's own."""
+    return _task_class(schema.task_schema(values["type"]))(**values)
+
 
 #: Attribute of ``Settings`` and class of each fixed section.
 FIXED_ATTRIBUTES = {
@@ -88,8 +98,8 @@ class Settings:
                 for title, (attribute, _) in FIXED_ATTRIBUTES.items()}
         data.update({name: _plain(schema.INPUT, values) for name, values in
                      self.inputs.items()})
-        data.update({f"TASK {name}": _plain(schema.TASK, values) for name, values in
-                     self.tasks.items()})
+        data.update({f"TASK {name}": _plain(schema.task_schema(values.type), values)
+                     for name, values in self.tasks.items()})
         return data
 
     def __eq__(self, other) -> bool:

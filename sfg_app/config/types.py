@@ -17,6 +17,7 @@ import pathlib
 import re
 from typing import Any, Sequence
 
+from sfg_app import arguments
 from sfg_app.registry import Registry
 
 
@@ -57,6 +58,20 @@ def split_items(text: str, brackets: bool) -> list[str]:
     if "" in items:
         raise Invalid("An item is empty: remove the extra comma.")
     return items
+
+
+def checked_argument(value_type: "ValueType", value: Any, name: str) -> Any:
+    """``value``, a Python object, converted by ``value_type``; a ConfigError in Keras'
+    form naming the argument otherwise. For the components whose arguments are config
+    keys (the grouping layers take the ``[SFG]`` keys): they check each value against the
+    key's own type, so the component and the config accept the same values."""
+    if isinstance(value, str) and isinstance(value_type, (_Bounded, Bool, Tuple)):
+        # Text is a config's spelling ("yes", "0.5"); an argument is a Python value.
+        raise arguments.invalid(name, value, value_type.expected)
+    try:
+        return value_type.convert(value, pathlib.Path.cwd())
+    except Invalid as error:
+        raise arguments.invalid(name, value, value_type.expected, error.hint) from None
 
 
 class ValueType:
@@ -388,8 +403,12 @@ class Union(ValueType):
             try:
                 return member.convert(value, base_dir)
             except Invalid as error:
-                hints.append(error.hint)
-        raise Invalid(next((hint for hint in hints if hint), ""))
+                hints.append((member, error.hint))
+        if isinstance(value, str) and not re.search(r"[,(\[]", value):
+            # A single word: the hint of a word member ("Did you mean ...?"), not that a
+            # tuple member found one item.
+            hints = [(member, hint) for member, hint in hints if isinstance(member, Choice)]
+        raise Invalid(next((hint for _, hint in hints if hint), ""))
 
     def to_plain(self, value):
         return list(value) if isinstance(value, tuple) else value

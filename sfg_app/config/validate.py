@@ -10,13 +10,12 @@ the override), the ``[SECTION] key``, what was expected and what was received.
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from sfg_app import arguments, registry
 from sfg_app.config import schema
-from sfg_app.config.settings import (
-    FIXED_ATTRIBUTES, InputSettings, Settings, TaskSettings)
+from sfg_app.config.settings import FIXED_ATTRIBUTES, InputSettings, Settings, task_settings
 from sfg_app.config.sources import Origin, RawConfig, RawSection
 from sfg_app.config.types import Invalid, Name, closest, did_you_mean
 from sfg_app.errors import ConfigError
@@ -200,7 +199,7 @@ class _Resolver:
                     for header, values in self.typed.items()}
         return Settings(**sections,
                         inputs={name: InputSettings(**values) for name, values in inputs.items()},
-                        tasks={name: TaskSettings(**values) for name, values in tasks.items()},
+                        tasks={name: task_settings(values) for name, values in tasks.items()},
                         source=self.raw.source, explicit=explicit)
 
     def values(self, header: str, section: schema.SectionSchema,
@@ -245,28 +244,25 @@ class _Resolver:
                            lambda spec: f"the {sampler} sampler reads no sampling map.")
 
     def task_values(self, name: str) -> dict[str, Any]:
+        """The values of ``[TASK name]``: the common keys and those of its type."""
         header = f"TASK {name}"
         kind = self.explicit(header, "type")
-        builtin = kind in schema.TASK_LOSSES
-        kinds = frozenset({kind}) if builtin else frozenset(schema.TASK_LOSSES)
-        values = self.values(header, schema.TASK, kinds, lambda spec: (
+        task_type = schema.task_type(kind)
+        kinds = frozenset({kind}) if task_type else frozenset(registry.TASKS.names())
+        values = self.values(header, schema.task_schema(), kinds, lambda spec: (
             f"[{header}] is a {kind} task, and {spec.name} is for "
             f"{' and '.join(sorted(spec.applies_to))} tasks only."))
-        if values["loss"] is None:
-            if builtin:
-                values["loss"] = schema.TASK_LOSSES[kind][0]
-            elif kind is not None:
-                self.problem(header, "type", f"missing required key [{header}] loss: the "
-                                             f"task type {kind!r} has no default loss.")
-        elif builtin and values["loss"] not in schema.TASK_LOSSES[kind]:
-            self.problem(header, "loss", invalid_value(
-                header, "loss", f"a loss for {kind}: "
-                                f"{', '.join(schema.TASK_LOSSES[kind])}", values["loss"]))
-        if kind in ("segmentation", "classification") and values["num_classes"] is None:
-            self.problem(header, None, f"missing required key [{header}] num_classes: a "
-                                       f"{kind} task needs its number of classes (>= 2).")
+        if task_type is not None:
+            losses = task_type.loss_names
+            if values["loss"] is None:
+                values["loss"] = losses[0]
+            elif values["loss"] not in losses:
+                self.problem(header, "loss", invalid_value(
+                    header, "loss", f"a loss for {kind}: {', '.join(losses)}", values["loss"]))
+            own = schema.task_schema(kind).keys
+            values = {key: value for key, value in values.items() if key in own}
         for key in ("target", "mask"):
-            if values[key] is not None:
+            if values.get(key) is not None:
                 self.check_reference(header, key, values[key], f"for the task {key}")
         return values
 
@@ -276,8 +272,7 @@ class _Resolver:
             self.check_reference("NETWORK", "sampling_map", chosen, "for the sampling map")
             return chosen
         if sampler == "balanced":
-            targets = [task["target"] for task in tasks.values()
-                       if task["type"] == "segmentation"]
+            targets = [task["target"] for task in tasks.values() if _holds_labels(task)]
             if targets:
                 return targets[0]
         if sampler in ("weighted", "balanced"):
@@ -323,9 +318,9 @@ class _Resolver:
     def interp_order(self, name: str, tasks: dict[str, dict],
                      network: dict[str, Any]) -> int:
         """0 for label-like sections; an explicit order > 0 on them is an error."""
-        roles = [f"the target of the segmentation task {task!r}"
+        roles = [f"the target of the {values['type']} task {task!r}"
                  for task, values in tasks.items()
-                 if values["type"] == "segmentation" and values["target"] == name]
+                 if _holds_labels(values) and values["target"] == name]
         roles += [f"the mask of the task {task!r}" for task, values in tasks.items()
                   if values["mask"] == name]
         roles += [f"the foreground mask of [{other}]" for other in self.inputs
@@ -392,14 +387,15 @@ class _Resolver:
                 continue
             header = f"TASK {task}"
             image_level = target["value_column"] is not None
-            if values["type"] == "segmentation" and image_level:
+            head_kinds = getattr(schema.task_type(values["type"]), "head_kinds", ())
+            if image_level and head_kinds and "image" not in head_kinds:
                 self.problem(header, "target", f"[{header}] target [{values['target']}] is "
                                                "one value per subject (value_column); a "
-                                               "segmentation target must be a label image.")
-            if values["type"] == "classification" and not image_level:
+                                               f"{values['type']} target must be an image.")
+            if not image_level and head_kinds and "voxel" not in head_kinds:
                 self.problem(header, "target", f"[{header}] target [{values['target']}] is "
-                                               "an image; a classification target is one "
-                                               "class per subject: set csv_file and "
+                                               f"an image; a {values['type']} target is one "
+                                               "value per subject: set csv_file and "
                                                "value_column in it.")
             own = target["spatial_window_size"]
             if window is not None and own is not None and own != window:
@@ -420,26 +416,9 @@ class _Resolver:
         return window
 
     def check_sfg(self, sfg: dict[str, Any], groups: int) -> None:
-        for key in ("init", "prior"):
-            value = sfg[key]
-            if not isinstance(value, tuple):
-                continue
-            expected = (f"{groups} probabilities (one per task, then the shared group) "
-                        "summing to 1")
-            if len(value) != groups:
-                self.problem("SFG", key, invalid_value("SFG", key, expected, value,
-                                                       f"It has {len(value)} values."))
-            elif not math.isclose(sum(value), 1.0, abs_tol=1e-6):
-                self.problem("SFG", key, invalid_value("SFG", key, expected, value,
-                                                       f"They sum to {sum(value):g}."))
-        if sfg["sample_per"] == "example" and sfg["impl"] != "reference":
-            self.problem("SFG", "sample_per", "[SFG] sample_per = example needs "
-                                              "impl = reference: the fused implementation "
-                                              "draws one architecture per step.")
-        if sfg["tau_min"] > sfg["tau"]:
-            self.problem("SFG", "tau_min", invalid_value(
-                "SFG", "tau_min", f"a temperature at most tau = {sfg['tau']:g}",
-                sfg["tau_min"]))
+        """The rules between [SFG] keys, as the grouping layers state them."""
+        for key, expected, hint in arguments.grouping_problems(sfg, groups):
+            self.problem("SFG", key, invalid_value("SFG", key, expected, sfg[key], hint))
 
     def check_training(self, training: dict[str, Any]) -> None:
         total = (training["exclude_fraction_for_validation"]
@@ -457,6 +436,11 @@ class _Resolver:
                 border))
 
 
+def _holds_labels(task: dict[str, Any]) -> bool:
+    """Whether the task's type takes a label image as its target (segmentation)."""
+    return getattr(schema.task_type(task["type"]), "label_target", False)
+
+
 def build_settings(raw: RawConfig) -> Settings:
     problems = Problems(raw.source)
     typed: dict[str, dict[str, Value]] = {}
@@ -467,8 +451,6 @@ def build_settings(raw: RawConfig) -> Settings:
             problems.add(section.origin, error.hint)
             continue
         typed[header] = _typed_section(
-            section, schema.TASK if kind == "task" else schema.FIXED_SECTIONS.get(header,
-                                                                                   schema.INPUT),
-            problems)
+            section, schema.section_schema(header), problems)
     problems.raise_if_any()
     return _Resolver(raw, typed).resolve()

@@ -24,19 +24,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sfg_app.arguments import one_of
 from sfg_app.data.samplers.grid import GridPlan
 from sfg_app.data.samplers.resize import ResizePlan, resize
 from sfg_app.errors import ConfigError
 
 OUTPUTS = ("labels", "probabilities", "values")
 BLENDINGS = ("crop", "constant", "gaussian")
-
-
-def _choice(value, allowed, name):
-    if value not in allowed:
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected one of "
-                          f"{', '.join(allowed)}. Received {name}={value!r}.")
-    return value
 
 
 class _CropBlend:
@@ -138,8 +132,8 @@ class VoxelAggregator(_Aggregator):
                  output: str = "values", blending: str = "gaussian",
                  sigma_scale: float = 0.125):
         super().__init__(plan, channels)
-        self.output = _choice(output, OUTPUTS, "output")
-        blending = _choice(blending, BLENDINGS, "blending")
+        self.output = one_of(output, "output", OUTPUTS)
+        blending = one_of(blending, "blending", BLENDINGS)
         if self.output == "labels" and self.channels < 2:
             raise ConfigError("Invalid value for argument `channels`. Labels are the argmax "
                               "over class scores: expected at least 2 channels. Received "

@@ -140,7 +140,7 @@ class SpatialAugmentation:
         matrix = None
         if self.rotation is not None:
             angles = np.deg2rad(rng.uniform(*self.rotation, size=1 if planar else 3))
-            matrix = _rotation(angles)
+            matrix = rotation_matrix(angles)
         if self.scaling is not None:
             factors = 1 + rng.uniform(*self.scaling, size=3) / 100
             if planar:
@@ -229,8 +229,9 @@ class SpatialAugmentation:
         return self._grids[window]
 
 
-def _rotation(angles: np.ndarray) -> np.ndarray:
-    """Rotation matrix: one angle turns axes 0 and 1; three are about axes 0, 1, 2."""
+def rotation_matrix(angles: np.ndarray) -> np.ndarray:
+    """Rotation matrix (angles in radians): one angle turns axes 0 and 1; three are about
+    axes 0, 1, 2, applied in that order."""
     matrix = np.eye(3)
     planes = [(0, 1)] if angles.size == 1 else [(1, 2), (2, 0), (0, 1)]
     for angle, (i, j) in zip(angles, planes):

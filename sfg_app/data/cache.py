@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sfg_app.arguments import integer, one_of
 from sfg_app.errors import ConfigError, DataError
 from sfg_app.io.atomic import atomic_path, atomic_write_text
 
@@ -41,16 +42,11 @@ class VolumeCache(Sequence):
 
     def __init__(self, loader: Loader | None, count: int, *, cache: str = "memory",
                  folder: str | os.PathLike | None = None, fingerprint: str = ""):
-        if cache not in CACHE_MODES:
-            raise ConfigError(f"Invalid value for argument `cache`. Expected one of "
-                              f"{', '.join(CACHE_MODES)}. Received cache={cache!r}.")
+        one_of(cache, "cache", CACHE_MODES)
         if cache == "disk" and folder is None:
             raise ConfigError("Invalid value for argument `folder`. cache = disk needs a folder "
                               "to write the preprocessed volumes to. Received folder=None.")
-        if not isinstance(count, (int, np.integer)) or count < 1:
-            raise ConfigError(f"Invalid value for argument `count`. Expected a strictly "
-                              f"positive number of subjects. Received count={count!r}.")
-        self.loader, self.count, self.mode = loader, int(count), cache
+        self.loader, self.count, self.mode = loader, integer(count, "count", 1), cache
         self.folder = None if folder is None else Path(folder)
         self.fingerprint = str(fingerprint)
         self._subjects: dict[int, dict[str, np.ndarray]] = {}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sfg_app.arguments import fraction
 from sfg_app.errors import ConfigError, DataError
 from sfg_app.io.atomic import atomic_write_text
 from sfg_app.io.formats import SEARCHABLE_EXTENSIONS, split_extension
@@ -257,22 +258,14 @@ def _listing(items: Sequence[str]) -> str:
 
 # Splits ---------------------------------------------------------------------------------
 
-def _check_fraction(name: str, value: float) -> float:
-    if not 0.0 <= float(value) < 1.0:
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected a fraction in "
-                          f"[0, 1). Received {name}={value!r}.")
-    return float(value)
-
-
 def draw_split(subject_ids: Iterable[str], exclude_fraction_for_validation: float = 0.0,
                exclude_fraction_for_inference: float = 0.0, seed: int = 0) -> dict[str, str]:
     """``{subject_id: phase}``, the same for the same ids (in any order), fractions and seed.
 
     A non-zero fraction gets at least one subject; at least one subject is left for training.
     """
-    validation = _check_fraction("exclude_fraction_for_validation",
-                                 exclude_fraction_for_validation)
-    inference = _check_fraction("exclude_fraction_for_inference", exclude_fraction_for_inference)
+    validation = fraction(exclude_fraction_for_validation, "exclude_fraction_for_validation")
+    inference = fraction(exclude_fraction_for_inference, "exclude_fraction_for_inference")
     if validation + inference >= 1.0:
         raise ConfigError(
             "Invalid values for arguments `exclude_fraction_for_validation` and "

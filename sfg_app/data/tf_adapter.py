@@ -23,8 +23,8 @@ import threading
 
 import tensorflow as tf
 
-from sfg_app.data.windows import (WindowSource, WindowStream, choose_worker_kind,
-                                  positive_integer)
+from sfg_app.arguments import integer
+from sfg_app.data.windows import WindowSource, WindowStream, choose_worker_kind
 
 
 def window_signature(source: WindowSource) -> dict:
@@ -57,7 +57,7 @@ class TrainingWindows:
                  queue_length: int | None = None, worker_kind: str = "thread",
                  start: int = 0, stop: int | None = None, step: int = 1, prefetch: int = 2):
         self.source = source
-        self.batch_size = positive_integer(batch_size, "batch_size")
+        self.batch_size = integer(batch_size, "batch_size", 1)
         self._stream_arguments = dict(
             start=start, stop=stop, step=step, num_threads=num_threads, worker_kind=worker_kind,
             queue_length=(queue_length if queue_length is not None
@@ -68,7 +68,7 @@ class TrainingWindows:
         self.dataset = (tf.data.Dataset.from_generator(self._windows,
                                                        output_signature=window_signature(source))
                         .batch(self.batch_size, drop_remainder=True)
-                        .prefetch(positive_integer(prefetch, "prefetch", low=0)))
+                        .prefetch(integer(prefetch, "prefetch", 0)))
 
     def _windows(self):
         stream = WindowStream(self.source, **self._stream_arguments)
@@ -116,8 +116,8 @@ def validation_windows(source: WindowSource, *, num_windows: int, batch_size: in
     """The same fixed-size batches at every validation round: windows ``0 .. n - 1`` of
     ``source`` (give it the validation subjects, no augmenter, a fixed seed), ``n`` being
     ``num_windows`` rounded up to whole batches. Kept in memory once computed."""
-    batch_size = positive_integer(batch_size, "batch_size")
-    count = -(-positive_integer(num_windows, "num_windows") // batch_size) * batch_size
+    batch_size = integer(batch_size, "batch_size", 1)
+    count = -(-integer(num_windows, "num_windows", 1) // batch_size) * batch_size
     with WindowStream(source, stop=count, num_threads=num_threads) as stream:
         windows = list(stream)
     return (tf.data.Dataset.from_generator(lambda: iter(windows),

@@ -27,15 +27,9 @@ import numpy as np
 
 from sfg_app.data.augmentation import Augmenter
 from sfg_app.data.cache import VolumeCache, as_subjects
+from sfg_app.arguments import integer, invalid
 from sfg_app.data.samplers.base import RESERVED_KEYS, SamplingPlan, WindowSampler, crop
 from sfg_app.errors import ConfigError, DataError
-
-
-def positive_integer(value, name: str, low: int = 1) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected an integer >= {low}. "
-                          f"Received {name}={value!r}.")
-    return int(value)
 
 
 class WindowSource:
@@ -55,9 +49,9 @@ class WindowSource:
         self.subjects = as_subjects(subjects)
         self.sampler, self.augmenter = sampler, augmenter
         self.label_sections = frozenset(label_sections)
-        self.sample_per_volume = positive_integer(sample_per_volume, "sample_per_volume")
-        self.seed = positive_integer(seed, "seed", low=0)
-        self.plan_cache_size = positive_integer(plan_cache_size, "plan_cache_size")
+        self.sample_per_volume = integer(sample_per_volume, "sample_per_volume", 1)
+        self.seed = integer(seed, "seed", 0)
+        self.plan_cache_size = integer(plan_cache_size, "plan_cache_size", 1)
         self.sections = self._sections()
         self._reset_caches()
 
@@ -242,15 +236,14 @@ class WindowStream:
                  step: int = 1, num_threads: int = 0, queue_length: int | None = None,
                  worker_kind: str = "thread"):
         self.source = source
-        self.next_index = positive_integer(start, "start", low=0)
-        self.stop = None if stop is None else positive_integer(stop, "stop", low=0)
-        self.step = positive_integer(step, "step")
-        workers = positive_integer(num_threads, "num_threads", low=0)
+        self.next_index = integer(start, "start", 0)
+        self.stop = None if stop is None else integer(stop, "stop", 0)
+        self.step = integer(step, "step", 1)
+        workers = integer(num_threads, "num_threads", 0)
         if worker_kind not in WORKER_KINDS:
-            raise ConfigError(f"Invalid value for argument `worker_kind`. Expected one of "
-                              f"{', '.join(WORKER_KINDS)}. Received worker_kind={worker_kind!r}.")
-        self.queue_length = positive_integer(queue_length if queue_length is not None
-                                      else max(2 * workers, 1), "queue_length")
+            raise invalid("worker_kind", worker_kind, f"one of {', '.join(WORKER_KINDS)}")
+        self.queue_length = integer(queue_length if queue_length is not None
+                                    else max(2 * workers, 1), "queue_length", 1)
         self._pending: collections.deque = collections.deque()
         self._submitted = self.next_index
         self._executor = None

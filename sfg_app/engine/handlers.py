@@ -11,7 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from sfg_app.engine.state import TrainingState, to_numpy
+from sfg_app.engine.strategies import distributed_dataset
 from sfg_app.errors import TrainingError
+from sfg_app.evaluation.grouping import append_history, summarise, truncate_history
 
 
 class Handler:
@@ -79,8 +81,6 @@ class ValidationHandler(Handler):
         self._image_batch = None
 
     def on_start(self, state):
-        from sfg_app.engine.training import distributed_dataset
-
         plan = state.plan
         if not self.application.has_validation_data():
             print("Validation is off: the split has no validation subjects (set "
@@ -160,8 +160,6 @@ class SummaryHandler(Handler):
             os.path.join(state.plan.model_dir, "logs", "train"))
         self._history = os.path.join(state.plan.model_dir, "grouping_history.csv")
         if os.path.exists(self._history):
-            from sfg_app.evaluation.grouping import truncate_history
-
             truncate_history(self._history, state.first_iteration)
 
     def on_step_end(self, state):
@@ -183,8 +181,6 @@ class SummaryHandler(Handler):
                 tf.summary.scalar("tau", float(model.temperature()))
             probabilities = grouping_probabilities(model)
             if probabilities:
-                from sfg_app.evaluation.grouping import append_history, summarise
-
                 groups = self.application.group_names()
                 summary = summarise(probabilities, groups)
                 for layer, entry in summary.items():

@@ -16,12 +16,14 @@ import os
 import sys
 import zipfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.engine.strategies import dtype_policy
-from sfg_app.errors import ConfigError, DataError
+from sfg_app.errors import DataError
+from sfg_app.networks import compact  # registers CompactNetwork for loading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +64,8 @@ class InferenceDriver:
         if self.plan.network is not None:
             with dtype_policy(self.plan.mixed_precision):
                 model = load_exported_network(self.plan.network)
-            check_exported_network(model, self.plan.network, self.application,
-                                   self.plan.architecture)
+            self.application.check_exported_network(model, self.plan.network,
+                                                    self.plan.architecture)
             self.iteration = None
             return model
         with dtype_policy(self.plan.mixed_precision):
@@ -79,8 +81,6 @@ class InferenceDriver:
 
         `model`: the network `load_model` gave, when the caller has loaded it already (to
         check it before any work); loaded here otherwise."""
-        import keras
-
         keras.utils.set_random_seed(self.plan.seed)
         model = self.load_model() if model is None else model
         app = self.application
@@ -106,10 +106,6 @@ def load_exported_network(path):
     """The compact network in `path`, as `sfg_export` wrote it (`<task>.keras`); a
     DataError naming the file when it is missing, not a `.keras` archive, does not load,
     or holds another kind of network."""
-    import keras
-
-    import sfg_app.networks.compact as compact  # registers CompactNetwork for loading
-
     path = os.fspath(path)
     fix = ("Give the <task>.keras file that sfg_export writes (default folder "
            "<model_dir>/export).")
@@ -131,41 +127,6 @@ def load_exported_network(path):
         raise DataError(f"--network {path} holds a {type(model).__name__} ({heads}); "
                         f"expected the compact network of one task. {fix}")
     return model
-
-
-def check_exported_network(model, path, application, architecture: str) -> None:
-    """A ConfigError naming the file when the exported network in `path` cannot stand in
-    for the config's: it is the `map` architecture of one task, so its head must be a
-    task of the config with that task's head (kind and channels), its convolutions of
-    the windows' rank, and `[INFERENCE] architecture` map (`sample` and `expected` need
-    the grouping probabilities, which the export dropped). The input channels are
-    checked against the images, once they are known (`sfg_app.engine.commands`)."""
-    (task, spec), = model.head_specs.items()
-    tasks = application.tasks
-    if architecture != "map":
-        raise ConfigError(
-            f"[INFERENCE] architecture = {architecture}, but --network {path} is the "
-            f"exported map architecture of task {task!r}: it has no grouping "
-            "probabilities to draw or weight architectures with. Set [INFERENCE] "
-            "architecture = map (or pass --set INFERENCE.architecture=map), or infer with "
-            "the full network (without --network).")
-    if task not in tasks:
-        raise ConfigError(
-            f"--network {path} is the network of task {task!r}, which is not a task of "
-            f"this config ([MULTITASK] tasks = {', '.join(tasks)}). Give the config the "
-            "network was trained with, or the export of one of its tasks.")
-    expected = (tasks[task].head_kind, tasks[task].head_channels)
-    if (spec.kind, spec.channels) != expected:
-        raise ConfigError(
-            f"--network {path} has a {spec.kind} head of {spec.channels} channel(s) for "
-            f"task {task!r}, but [TASK {task}] of this config needs a {expected[0]} head "
-            f"of {expected[1]} channel(s). Give the config the network was trained with.")
-    if model.spatial_rank != application.spatial_dims:
-        raise ConfigError(
-            f"--network {path} is a {model.spatial_rank}D network, but the windows of "
-            f"[{application.data.roles.images[0]}] spatial_window_size = "
-            f"{application.data.window_size} are {application.spatial_dims}D. Give the "
-            "config the network was trained with.")
 
 
 def _moments(predict, image, samples: int):

@@ -79,3 +79,22 @@ def dtype_policy(mixed_precision: str):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def distributed_dataset(state, make, steps: int | None = None):
+    """`make(batch_size, shard_index, shard_count)` as a dataset of the strategy of
+    `state` (a `TrainingState`: its `strategy` and `global_batch_size`).
+
+    Each input pipeline (one per worker) builds only its own shard, batched per replica,
+    so a distributed run does not make every window on every worker. `steps` limits the
+    dataset to that many steps of the strategy (each takes a batch per local replica).
+    """
+    def per_pipeline(context: tf.distribute.InputContext):
+        batch = context.get_per_replica_batch_size(state.global_batch_size)
+        dataset = make(batch, context.input_pipeline_id, context.num_input_pipelines)
+        if steps is not None:
+            local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+            dataset = dataset.take(steps * local_replicas)
+        return dataset
+
+    return state.strategy.distribute_datasets_from_function(per_pipeline)

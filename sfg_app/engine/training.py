@@ -33,7 +33,8 @@ import tensorflow as tf
 from sfg_app.engine import handlers
 from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.engine.state import TrainingPlan, TrainingState, to_numpy
-from sfg_app.engine.strategies import dtype_policy, is_chief, make_strategy
+from sfg_app.engine.strategies import (distributed_dataset, dtype_policy, is_chief,
+                                       make_strategy)
 from sfg_app.errors import TrainingError, TrainingStopped
 
 
@@ -182,24 +183,6 @@ class TrainingDriver:
             chosen.append(handlers.SummaryHandler(self.application, plan.tensorboard_every_n))
             chosen.append(handlers.ProgressHandler())
         return chosen
-
-
-def distributed_dataset(state: TrainingState, make, steps: int | None = None):
-    """`make(batch_size, shard_index, shard_count)` as a dataset of the run's strategy.
-
-    Each input pipeline (one per worker) builds only its own shard, batched per replica,
-    so a distributed run does not make every window on every worker. `steps` limits the
-    dataset to that many steps of the strategy (each takes a batch per local replica).
-    """
-    def per_pipeline(context: tf.distribute.InputContext):
-        batch = context.get_per_replica_batch_size(state.global_batch_size)
-        dataset = make(batch, context.input_pipeline_id, context.num_input_pipelines)
-        if steps is not None:
-            local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-            dataset = dataset.take(steps * local_replicas)
-        return dataset
-
-    return state.strategy.distribute_datasets_from_function(per_pipeline)
 
 
 def _trainable(model, objective) -> list:

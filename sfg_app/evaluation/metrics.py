@@ -38,9 +38,6 @@ from scipy import ndimage
 from sfg_app.errors import DataError
 from sfg_app.io.atomic import atomic_write_text
 
-TASK_TYPES = ("segmentation", "regression", "classification")
-
-
 # ---- segmentation ----
 
 def dice_score(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -267,44 +264,13 @@ def _spatial(array: np.ndarray, name: str, channels_allowed: bool) -> np.ndarray
     return array
 
 
-def evaluate_subject(task_type: str, prediction, truth, *, mask=None,
-                     spacing: Sequence[float] | None = None, num_classes: int | None = None,
-                     data_range: float | None = None) -> dict[str, float]:
-    """Every metric of one subject for one task, as ``{metric_name: value}``.
-
-    - segmentation (label maps): ``dice_<c>`` and ``hd95_<c>`` (mm) for each foreground
-      class ``c`` in ``1 .. num_classes - 1`` (by default the largest label present),
-      and their means over the classes with a value, ``dice_mean`` and ``hd95_mean``.
-      ``spacing`` is required.
-    - regression on images: ``mae``, ``rmse``, ``psnr`` (dB), ``ssim``, in the target's
-      units; on per-subject values (at most one axis): ``mae``, ``rmse``.
-    - classification (one label each): ``accuracy`` (1.0 or 0.0).
-    """
-    if task_type not in TASK_TYPES:
-        raise DataError(f"Invalid value for argument `task_type`. Expected one of "
-                        f"{', '.join(TASK_TYPES)}. Received task_type={task_type!r}.")
-    if task_type == "classification":
-        return {"accuracy": accuracy(prediction, truth)}
-    channels_allowed = task_type == "regression"
-    prediction = _spatial(prediction, "prediction", channels_allowed)
-    truth = _spatial(truth, "truth", channels_allowed)
-    if prediction.shape != truth.shape:
-        raise DataError(f"The prediction and the truth differ in shape: {prediction.shape} "
-                        f"and {truth.shape}. Evaluate them on one grid.")
-    inside = None
-    if mask is not None:
-        inside = _spatial(_counted(mask), "mask", channels_allowed=False)
-        spatial_shape = truth.shape[:3] if truth.ndim == 4 else truth.shape
-        if inside.shape != spatial_shape:
-            raise DataError(f"The mask's shape {inside.shape} differs from the volumes' "
-                            f"spatial shape {spatial_shape}.")
-    if task_type == "segmentation":
-        return _segmentation_metrics(prediction, truth, inside, spacing, num_classes)
-    return _regression_metrics(prediction.astype(np.float64), truth.astype(np.float64),
-                               inside, data_range)
-
-
-def _segmentation_metrics(prediction, truth, inside, spacing, num_classes):
+def segmentation_metrics(prediction, truth, *, mask=None,
+                         spacing: Sequence[float] | None = None,
+                         num_classes: int | None = None) -> dict[str, float]:
+    """One subject's label maps: ``dice_<c>`` and ``hd95_<c>`` (mm) for each foreground
+    class ``c`` in ``1 .. num_classes - 1`` (by default up to the largest label present),
+    and their means over the classes with a value, ``dice_mean`` and ``hd95_mean``."""
+    prediction, truth, inside = _one_grid(prediction, truth, mask, channels_allowed=False)
     if spacing is None or len(spacing) != truth.ndim or not all(s > 0 for s in spacing):
         raise DataError(f"Invalid value for argument `spacing`. Expected {truth.ndim} voxel "
                         f"sizes in mm (> 0), one per spatial axis. Received spacing={spacing!r}.")
@@ -323,9 +289,14 @@ def _segmentation_metrics(prediction, truth, inside, spacing, num_classes):
     return result
 
 
-def _regression_metrics(prediction, truth, inside, data_range):
-    """Over the masked voxels; a 4D ``(X, Y, Z, C)`` volume pools its channels for MAE,
-    RMSE and PSNR and averages the SSIM of each channel (one data range for all)."""
+def regression_metrics(prediction, truth, *, mask=None,
+                       data_range: float | None = None) -> dict[str, float]:
+    """One subject's values: on images ``mae``, ``rmse``, ``psnr`` (dB) and ``ssim`` in
+    the target's units, over the masked voxels (a 4D ``(X, Y, Z, C)`` volume pools its
+    channels for MAE, RMSE and PSNR and averages the SSIM of each channel, one data range
+    for all); on per-subject values (at most one axis) ``mae`` and ``rmse``."""
+    prediction, truth, inside = _one_grid(prediction, truth, mask, channels_allowed=True)
+    prediction, truth = prediction.astype(np.float64), truth.astype(np.float64)
     if truth.ndim <= 1:
         return {"mae": mean_absolute_error(prediction, truth),
                 "rmse": root_mean_squared_error(prediction, truth)}
@@ -341,6 +312,28 @@ def _regression_metrics(prediction, truth, inside, data_range):
         structural = ssim(prediction, truth, inside, value_range)
     return {"mae": mean_absolute_error(p, t), "rmse": root_mean_squared_error(p, t),
             "psnr": psnr(p, t, value_range), "ssim": float(structural)}
+
+
+def classification_metrics(prediction, truth) -> dict[str, float]:
+    """One subject's class: ``accuracy`` (1.0 or 0.0)."""
+    return {"accuracy": accuracy(prediction, truth)}
+
+
+def _one_grid(prediction, truth, mask, channels_allowed: bool):
+    """The volumes (and the mask, as booleans) checked to share one grid."""
+    prediction = _spatial(prediction, "prediction", channels_allowed)
+    truth = _spatial(truth, "truth", channels_allowed)
+    if prediction.shape != truth.shape:
+        raise DataError(f"The prediction and the truth differ in shape: {prediction.shape} "
+                        f"and {truth.shape}. Evaluate them on one grid.")
+    inside = None
+    if mask is not None:
+        inside = _spatial(_counted(mask), "mask", channels_allowed=False)
+        spatial_shape = truth.shape[:3] if truth.ndim == 4 else truth.shape
+        if inside.shape != spatial_shape:
+            raise DataError(f"The mask's shape {inside.shape} differs from the volumes' "
+                            f"spatial shape {spatial_shape}.")
+    return prediction, truth, inside
 
 
 # ---- tables ----

@@ -21,6 +21,7 @@ from sfg_app.errors import DataError
 from sfg_app.io.formats import is_nifti
 from sfg_app.io.geometry import affine_problem
 from sfg_app.io.image import Image
+from sfg_app.registry import LOADERS
 
 # nibabel and the gzip/zlib modules below it report broken files through all of these.
 _NIBABEL_FAILURES = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
@@ -168,8 +169,6 @@ class SimpleITKReader:
 def load_image(path: str | os.PathLike, loader: str = "auto") -> Image:
     """Read ``path`` with the registered ``loader``; ``auto`` picks nibabel for NIfTI and
     Analyze files and SimpleITK for the rest (a folder is a DICOM series)."""
-    from sfg_app.registry import LOADERS
-
     path = os.fspath(path)
     if not os.path.exists(path):
         folder = os.path.dirname(os.path.abspath(path))

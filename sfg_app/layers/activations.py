@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from sfg_app.layers import arguments
+from sfg_app import arguments
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "prelu")
 

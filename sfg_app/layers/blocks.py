@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from sfg_app.layers import arguments
+from sfg_app import arguments
 from sfg_app.layers.activations import ChannelActivation
 from sfg_app.layers.normalization import GroupwiseNormalization
 from sfg_app.layers.sfg_conv import SFGConv, channel_scale, check_masks

@@ -15,15 +15,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from sfg_app.layers import arguments
+from sfg_app import arguments
+from sfg_app.config.schema import SFG
+from sfg_app.config.types import checked_argument
 
 MODES = ("train", "map", "sample", "expected")
-CONNECTIVITIES = ("mixed", "separate", "dense")
-IMPLEMENTATIONS = ("fused", "reference")
-SAMPLE_PER = ("step", "example")
-INITS = ("uniform", "dirichlet", "shared")
-PRIORS = ("uniform", "shared")
-NORM_PARAMETERS = ("per_group", "shared")
+CONNECTIVITIES = SFG.keys["connectivity"].type.options
+IMPLEMENTATIONS = SFG.keys["impl"].type.options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,54 +71,29 @@ class GroupingConfig:
     fixed_from: int | None = None
 
     def __post_init__(self):
-        checked = {
-            "tau": arguments.positive_float(self.tau, "tau"),
-            "tau_min": arguments.positive_float(self.tau_min, "tau_min"),
-            "anneal_rate": arguments.positive_float(self.anneal_rate, "anneal_rate",
-                                                    allow_zero=True),
-            "straight_through": arguments.flag(self.straight_through, "straight_through"),
-            "sample_per": arguments.one_of(self.sample_per, "sample_per", SAMPLE_PER),
-            "learn_probabilities": arguments.flag(self.learn_probabilities,
-                                                  "learn_probabilities"),
-            "init": (arguments.one_of(self.init, "init", INITS) if isinstance(self.init, str)
-                     else arguments.probability_vector(self.init, "init")),
-            "init_alpha": arguments.positive_float(self.init_alpha, "init_alpha"),
-            "prior": (arguments.one_of(self.prior, "prior", PRIORS)
-                      if isinstance(self.prior, str)
-                      else arguments.probability_vector(self.prior, "prior")),
-            "connectivity": arguments.one_of(self.connectivity, "connectivity",
-                                             CONNECTIVITIES),
-            "impl": arguments.one_of(self.impl, "impl", IMPLEMENTATIONS),
-            "init_shared": arguments.fraction(self.init_shared, "init_shared"),
-            "logit_lr_multiplier": arguments.positive_float(self.logit_lr_multiplier,
-                                                            "logit_lr_multiplier"),
-            "warmup_iter": arguments.non_negative_int(self.warmup_iter, "warmup_iter"),
-            "norm_parameters": arguments.one_of(self.norm_parameters, "norm_parameters",
-                                                NORM_PARAMETERS),
-            "fixed_from": (None if self.fixed_from is None else
-                           arguments.non_negative_int(self.fixed_from, "fixed_from")),
-        }
-        for name, value in checked.items():  # frozen: numbers made float, lists tuples
-            object.__setattr__(self, name, value)
-        if self.init_shared == 0:
-            raise arguments.invalid("init_shared", self.init_shared, "a number in (0, 1)")
-        if self.tau_min > self.tau:
-            raise arguments.invalid("tau_min", self.tau_min,
-                                    f"a value <= tau (tau={self.tau})")
-        if self.impl == "fused" and self.sample_per == "example":
-            raise arguments.invalid(
-                "impl", self.impl, "'reference' when sample_per='example': per-example "
-                "groups give per-example weights, which one fused convolution cannot "
-                "apply. Set impl='reference' or sample_per='step'")
+        """Each value is checked against the type of its `[SFG]` key (the schema is the
+        one declaration of what a key takes), then the rules between keys
+        (`arguments.grouping_problems`, which the config applies too)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "fixed_from":
+                value = None if value is None else arguments.non_negative_int(value,
+                                                                              "fixed_from")
+            else:
+                value = checked_argument(SFG.keys[field.name].type, value, field.name)
+            object.__setattr__(self, field.name, value)  # frozen: numbers made float
+        for key, expected, hint in arguments.grouping_problems(dataclasses.asdict(self))[:1]:
+            raise arguments.invalid(key, getattr(self, key), expected, hint)
+        for key in ("init", "prior"):  # summing to 1 within 1e-3: renormalised
+            vector = getattr(self, key)
+            if not isinstance(vector, str):
+                object.__setattr__(self, key, tuple(v / sum(vector) for v in vector))
 
     def check_num_groups(self, num_groups: int) -> None:
         """Raises unless the ``init`` and ``prior`` vectors have one entry per group."""
-        for name in ("init", "prior"):
-            value = getattr(self, name)
-            if not isinstance(value, str) and len(value) != num_groups:
-                raise arguments.invalid(
-                    name, value, f"{num_groups} probabilities ({num_groups - 1} tasks, "
-                                 "then the shared group)")
+        values = dataclasses.asdict(self)
+        for key, expected, hint in arguments.grouping_problems(values, num_groups)[:1]:
+            raise arguments.invalid(key, values[key], expected, hint)
 
     def temperature(self, step):
         """tau at optimiser step ``step`` (a tensor or number), as a float32 tensor."""

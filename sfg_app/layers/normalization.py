@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from sfg_app.layers import arguments
+from sfg_app import arguments
 from sfg_app.layers.sfg_conv import broadcast_channels, check_masks
 
 METHODS = ("batch", "instance")

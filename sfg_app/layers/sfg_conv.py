@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from sfg_app.layers import arguments
+from sfg_app import arguments
 from sfg_app.layers.grouping import CONNECTIVITIES, IMPLEMENTATIONS, connectivity_matrix
 
 

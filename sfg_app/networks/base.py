@@ -18,7 +18,7 @@ import keras
 from keras import ops
 
 from sfg_app.errors import ConfigError
-from sfg_app.layers import arguments
+from sfg_app import arguments
 from sfg_app.layers.activations import ACTIVATIONS
 from sfg_app.layers.blocks import NORM_LAYERS, Stage, TaskHead
 from sfg_app.layers.grouping import MODES, FilterGrouping, GroupingConfig

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from sfg_app.errors import ConfigError
-from sfg_app.layers import arguments
+from sfg_app import arguments
 from sfg_app.layers.blocks import HEAD_KINDS
 
 

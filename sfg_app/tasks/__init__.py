@@ -1,14 +1,6 @@
-"""Task types: heads, losses, training metrics and output decoding (``keras.ops`` only).
+"""Task types: each owns its keys, head, loss, training metrics, outputs and evaluation.
 
-Nothing here imports TensorFlow, so losses and objective also run with
-``KERAS_BACKEND=torch`` or ``jax``.
+``keras.ops`` is imported when the first loss or metric is built (`keras_ops`), so the
+config system reads the types' keys without loading Keras, and losses and objective
+also run with ``KERAS_BACKEND=torch`` or ``jax``. Nothing here imports TensorFlow.
 """
-
-from sfg_app.tasks.base import Task
-from sfg_app.tasks.classification import ClassificationTask
-from sfg_app.tasks.regression import RegressionTask
-from sfg_app.tasks.segmentation import SegmentationTask
-from sfg_app.tasks.weighting import UncertaintyWeighting, fixed_weighting
-
-__all__ = ["Task", "SegmentationTask", "RegressionTask", "ClassificationTask",
-           "UncertaintyWeighting", "fixed_weighting"]

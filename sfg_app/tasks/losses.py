@@ -23,7 +23,7 @@ any Keras backend and inside compiled graphs.
 
 from __future__ import annotations
 
-from keras import ops
+from sfg_app.tasks.keras_ops import ops
 
 
 def weighted_mean(values, weights):

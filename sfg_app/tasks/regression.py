@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from keras import ops
+import numpy as np
 
-from sfg_app.tasks.base import Task
+from sfg_app.config.schema import key
+from sfg_app.config.types import Float, Int
+from sfg_app.evaluation.metrics import regression_metrics
+from sfg_app.tasks.base import OUTPUT_INTERP_ORDER, Task
+from sfg_app.tasks.keras_ops import ops
 from sfg_app.tasks.losses import weighted_mean
+
+_POSITIVE = Float(0, low_open=True)
 
 
 class RegressionTask(Task):
@@ -17,20 +23,25 @@ class RegressionTask(Task):
     an image, ``image`` when it is one value per subject. ``huber_delta`` is in the
     network's units, like the loss: ``huber_delta * target_scale`` in the target's units
     (the default 1.0 is one ``target_scale``, whatever the target's units).
-    Losses: ``l1`` (default), ``l2``, ``huber``.
+    Losses: ``l1`` (default), ``l2``, ``huber``. Evaluated by MAE, RMSE, PSNR and SSIM
+    on images, MAE and RMSE on per-subject values.
     """
 
     type_name = "regression"
     loss_names = ("l1", "l2", "huber")
-    default_loss = "l1"
+    keys = (
+        key("out_channels", Int(1), 1, "Channels of the regression output."),
+        key("huber_delta", _POSITIVE, 1.0, "Delta of the huber loss."),
+        key("target_shift", Float(), 0.0, "The network learns (y - target_shift) / "
+            "target_scale; outputs are mapped back."),
+        key("target_scale", _POSITIVE, 1.0, "See target_shift."),
+        OUTPUT_INTERP_ORDER,
+    )
 
     def __init__(self, name: str, target: str, *, out_channels: int = 1,
                  head_kind: str = "voxel", target_shift=0.0, target_scale=1.0,
                  huber_delta: float = 1.0, **options):
         super().__init__(name, target, head_kind=head_kind, **options)
-        if self.save_probabilities:
-            self._invalid("save_probabilities", True, "false: a regression task has no "
-                          "probabilities")
         self.out_channels = self._count(out_channels, "out_channels", minimum=1)
         self.target_shift = self._per_channel(target_shift, "target_shift", self.out_channels)
         self.target_scale = self._per_channel(target_scale, "target_scale", self.out_channels,
@@ -69,3 +80,6 @@ class RegressionTask(Task):
         """``values``: the output in the target's units, ``y * scale + shift``."""
         shift, scale = self._shift_scale()
         return {"values": self._output(y_pred) * scale + shift}
+
+    def evaluate(self, prediction, truth, *, mask=None, spacing=None) -> dict[str, float]:
+        return regression_metrics(np.asarray(prediction), np.asarray(truth), mask=mask)

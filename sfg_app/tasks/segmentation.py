@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from keras import ops
+import numpy as np
 
-from sfg_app.tasks.base import CategoricalTask
+from sfg_app.evaluation.metrics import segmentation_metrics
+from sfg_app.tasks.base import OUTPUT_INTERP_ORDER, CategoricalTask
+from sfg_app.tasks.keras_ops import ops
 
 
 class SegmentationTask(CategoricalTask):
     """A voxel-level label map (``[TASK name] type = segmentation``).
 
-    Losses: ``ce``, ``dice``, ``dice_ce`` (default), ``generalised_dice``.
+    Losses: ``dice_ce`` (default), ``ce``, ``dice``, ``generalised_dice``. Evaluated by
+    Dice and HD95 per foreground class, and their means.
     """
 
     type_name = "segmentation"
-    loss_names = ("ce", "dice", "dice_ce", "generalised_dice")
-    default_loss = "dice_ce"
+    loss_names = ("dice_ce", "ce", "dice", "generalised_dice")
+    keys = CategoricalTask.keys + (OUTPUT_INTERP_ORDER,)
+    head_kinds = ("voxel",)
+    label_target = True
 
-    def __init__(self, name: str, target: str, *, num_classes: int, **options):
-        super().__init__(name, target, num_classes=num_classes, head_kind="voxel", **options)
+    def __init__(self, name: str, target: str, *, num_classes: int, head_kind: str = "voxel",
+                 **options):
+        super().__init__(name, target, num_classes=num_classes, head_kind=head_kind,
+                         **options)
 
     def batch_metrics(self, target, y_pred, weights) -> dict:
         """``dice``: hard Dice pooled over the batch, averaged over the foreground classes
@@ -35,3 +42,7 @@ class SegmentationTask(CategoricalTask):
         count = ops.sum(ops.cast(present, "float32"))
         mean = ops.sum(scores) / ops.maximum(count, 1.0)
         return {"dice": ops.where(ops.greater(count, 0.0), mean, 1.0)}
+
+    def evaluate(self, prediction, truth, *, mask=None, spacing=None) -> dict[str, float]:
+        return segmentation_metrics(np.asarray(prediction), np.asarray(truth), mask=mask,
+                                    spacing=spacing, num_classes=self.num_classes)

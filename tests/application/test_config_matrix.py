@@ -17,12 +17,12 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
+from sfg_app import commands
 from sfg_app.cli import evaluate as cli_evaluate
 from sfg_app.cli import infer as cli_infer
 from sfg_app.cli import train as cli_train
 from sfg_app.config import settings_from_dict
-from sfg_app.data.phantoms import write_dataset
-from sfg_app.engine import commands
+from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.handlers import Handler, current_learning_rate
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan

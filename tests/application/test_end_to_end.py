@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from sfg_app import commands
 from sfg_app.config import load_settings
-from sfg_app.data.phantoms import write_dataset
-from sfg_app.engine import commands
+from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.errors import TrainingError
 

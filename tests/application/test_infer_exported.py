@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from sfg_app import commands
 from sfg_app.cli import export as cli_export
 from sfg_app.cli import infer as cli_infer
 from sfg_app.config import settings_from_dict
-from sfg_app.data.phantoms import write_dataset
-from sfg_app.engine import commands
+from sfg_app.demo.phantoms import write_dataset
 from sfg_app.networks.compact import CompactNetwork
 from sfg_app.networks.heads import HeadSpec
 

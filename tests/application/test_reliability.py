@@ -18,7 +18,7 @@ import pytest
 
 from sfg_app.cli import evaluate, infer, train
 from sfg_app.cli.common import build_parser, run_command
-from sfg_app.data.phantoms import write_dataset
+from sfg_app.demo.phantoms import write_dataset
 from sfg_app.errors import TrainingStopped
 
 CONFIG = """

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-import sfg_app.engine
+import sfg_app
 from sfg_app.cli import evaluate, groups, infer, train
 from sfg_app.cli.common import build_parser, run_command
 from sfg_app.errors import DataError
@@ -48,7 +48,7 @@ def config_file(tmp_path):
 
 @pytest.fixture
 def engine(monkeypatch):
-    """A stand-in for sfg_app.engine.commands that records what the CLI asked of it."""
+    """A stand-in for sfg_app.commands that records what the CLI asked of it."""
     calls = []
     fake = types.SimpleNamespace(
         train=lambda settings: calls.append(("train", settings)),
@@ -57,8 +57,8 @@ def engine(monkeypatch):
         report_groups=lambda settings: calls.append(("report_groups", settings)),
         infer=lambda settings, inputs=None, output_dir=None, overwrite=False, network=None:
         calls.append(("infer", settings, inputs, output_dir, overwrite, network)))
-    monkeypatch.setitem(sys.modules, "sfg_app.engine.commands", fake)
-    monkeypatch.setattr(sfg_app.engine, "commands", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "sfg_app.commands", fake)
+    monkeypatch.setattr(sfg_app, "commands", fake, raising=False)
     return calls
 
 

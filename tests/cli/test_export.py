@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+from sfg_app import commands
 from sfg_app.cli import export as cli_export
 from sfg_app.config import save_settings, settings_from_dict
-from sfg_app.data.phantoms import write_dataset
-from sfg_app.engine import commands
+from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 import sfg_app.networks.compact  # noqa: F401  registers CompactNetwork for load_model
 

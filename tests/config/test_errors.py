@@ -193,7 +193,7 @@ def test_missing_required_section(load, config):
 
 def test_num_classes_is_required_for_segmentation(load, config):
     del config["TASK organs"]["num_classes"]
-    assert "missing required key [TASK organs] num_classes: a segmentation task needs" in \
+    assert "missing required key [TASK organs] num_classes: Number of classes" in \
         error_of(load, config)
 
 
@@ -275,7 +275,8 @@ def test_init_not_summing_to_one(load, config):
 
 def test_per_example_sampling_needs_the_reference_implementation(load, config):
     config["SFG"]["sample_per"] = "example"
-    assert "[SFG] sample_per = example needs impl = reference" in error_of(load, config)
+    assert ("invalid value for [SFG] sample_per. Expected step with impl = fused. Received "
+            "sample_per = 'example'. Per-example groups") in error_of(load, config)
     config["SFG"]["impl"] = "reference"
     assert load(config).sfg.sample_per == "example"
 
@@ -331,7 +332,7 @@ def test_explicit_interpolation_of_a_segmentation_target(load, config):
 def test_classification_target_must_be_one_value_per_subject(load, config):
     config["TASK organs"]["type"] = "classification"
     config["TASK organs"]["loss"] = "ce"
-    assert "a classification target is one class per subject" in error_of(load, config)
+    assert "a classification target is one value per subject" in error_of(load, config)
 
 
 def test_border_must_be_less_than_half_the_window(load, config):

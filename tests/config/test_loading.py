@@ -47,9 +47,9 @@ def test_defaults_and_derived_defaults(load, config):
     assert load(config).inputs["CT"].interp_order == 0  # a foreground mask
     organs, synth_ct = settings.tasks["organs"], settings.tasks["synth_ct"]
     assert (organs.loss, synth_ct.loss) == ("dice_ce", "l1")
-    # keys of another task type are None
-    assert organs.out_channels is None and organs.target_shift is None
-    assert synth_ct.num_classes is None and synth_ct.out_channels == 1
+    # a task's settings hold the common keys and its own type's, no other type's
+    assert not hasattr(organs, "out_channels") and not hasattr(organs, "target_shift")
+    assert not hasattr(synth_ct, "num_classes") and synth_ct.out_channels == 1
 
 
 def test_order_of_inputs_and_tasks(load, config):

@@ -8,7 +8,7 @@ import yaml
 from scipy import ndimage
 
 from sfg_app.data.dataset import SubjectFiles
-from sfg_app.data.intensity import foreground_mask
+from sfg_app.data.normalisation import foreground_mask
 from sfg_app.data.preprocessing import (Preprocessor, SectionSpec, check_label_values, undo,
                                         zoom)
 from sfg_app.errors import ConfigError, DataError

@@ -14,7 +14,7 @@ import tensorflow as tf
 from sfg_app.application.multitask import MultiTaskApplication
 from sfg_app.config import settings_from_dict
 from sfg_app.data import tf_adapter
-from sfg_app.data.phantoms import write_dataset
+from sfg_app.demo.phantoms import write_dataset
 from sfg_app.data.windows import choose_worker_kind
 from sfg_app.errors import ConfigError
 

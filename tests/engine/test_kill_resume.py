@@ -19,9 +19,9 @@ import warnings
 
 import pytest
 
+from sfg_app import commands
 from sfg_app.config import load_settings
-from sfg_app.data.phantoms import write_dataset
-from sfg_app.engine import commands
+from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.checkpoints import CheckpointStore, unreadable
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.errors import SFGWarning

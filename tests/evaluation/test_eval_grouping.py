@@ -54,7 +54,7 @@ def test_mean_max_probability_says_how_decided_a_layer_is(p, expected):
 
 
 def test_the_table_of_sfg_groups_has_a_max_p_column():
-    from sfg_app.engine.commands import _grouping_table
+    from sfg_app.commands import _grouping_table
 
     summary = grouping.summarise({"shallow": UNDECIDED, "deep": DECIDED}, GROUPS)
     header, shallow, deep = [line.split() for line in

@@ -10,9 +10,9 @@ from scipy.spatial.distance import cdist
 
 from sfg_app.errors import DataError
 from sfg_app.evaluation import metrics
-from sfg_app.evaluation.metrics import (evaluate_subject, hausdorff_distance, psnr, ssim,
-                                        ssim_map, summarise, surface_hausdorff_distance,
-                                        write_metrics)
+from sfg_app.evaluation.metrics import (
+    classification_metrics, hausdorff_distance, psnr, regression_metrics, segmentation_metrics,
+    ssim, ssim_map, summarise, surface_hausdorff_distance, write_metrics)
 
 SPACING = (2.0, 0.5, 1.0)
 
@@ -108,7 +108,7 @@ def test_segmentation_subject_metrics_per_class_with_mask_and_empty_class():
     truth = cube().astype(np.int16)
     prediction = cube(start=(6, 4, 4)).astype(np.int16)
     truth[0:2, 0:2, 0:2] = 2             # class 2 only in the truth
-    result = evaluate_subject("segmentation", prediction[..., None], truth[..., None],
+    result = segmentation_metrics(prediction[..., None], truth[..., None],
                               spacing=SPACING, num_classes=4)
     assert list(result) == ["dice_1", "hd95_1", "dice_2", "hd95_2", "dice_3", "hd95_3",
                             "dice_mean", "hd95_mean"]
@@ -120,7 +120,7 @@ def test_segmentation_subject_metrics_per_class_with_mask_and_empty_class():
     # A mask over the overlap only: perfect agreement inside it, class 2 outside it.
     mask = np.zeros(truth.shape, np.uint8)
     mask[6:12, 4:12, 4:12] = 1
-    masked = evaluate_subject("segmentation", prediction, truth, mask=mask, spacing=SPACING)
+    masked = segmentation_metrics(prediction, truth, mask=mask, spacing=SPACING)
     assert masked["dice_1"] == 1.0 and masked["hd95_1"] == 0.0
     assert "dice_2" not in masked      # num_classes from the labels present: 2
 
@@ -131,14 +131,14 @@ def test_mae_rmse_psnr_inside_a_mask():
     truth = np.zeros((4, 4, 2), np.float32)
     truth[0, 0, 0], truth[3, 3, 1] = 100.0, -20.0      # range 120 over the whole volume
     prediction = truth + np.where(np.indices(truth.shape).sum(0) % 2, 3.0, -3.0)
-    result = evaluate_subject("regression", prediction, truth)
+    result = regression_metrics(prediction, truth)
     assert result["mae"] == pytest.approx(3.0) and result["rmse"] == pytest.approx(3.0)
     assert result["psnr"] == pytest.approx(10 * math.log10(120.0 ** 2 / 9.0))
     mask = np.zeros(truth.shape, bool)
     mask[0, 0, 0] = mask[1, 0, 0] = True                 # truth values 100 and 0
-    inside = evaluate_subject("regression", prediction, truth, mask=mask)
+    inside = regression_metrics(prediction, truth, mask=mask)
     assert inside["psnr"] == pytest.approx(10 * math.log10(100.0 ** 2 / 9.0))
-    fixed = evaluate_subject("regression", prediction, truth, mask=mask, data_range=4000.0)
+    fixed = regression_metrics(prediction, truth, mask=mask, data_range=4000.0)
     assert fixed["psnr"] == pytest.approx(10 * math.log10(4000.0 ** 2 / 9.0))
 
 
@@ -201,26 +201,24 @@ def test_ssim_works_for_2d_images_and_masks():
 def test_regression_subject_metrics_for_channels_and_per_subject_values():
     rng = np.random.default_rng(3)
     truth = rng.normal(size=(10, 10, 6, 2))
-    result = evaluate_subject("regression", truth, truth)
+    result = regression_metrics(truth, truth)
     assert result == {"mae": 0.0, "rmse": 0.0, "psnr": math.inf, "ssim": pytest.approx(1.0)}
-    age = evaluate_subject("regression", np.array([31.0]), np.array([35.0]))
+    age = regression_metrics(np.array([31.0]), np.array([35.0]))
     assert age == {"mae": 4.0, "rmse": 4.0}
-    assert evaluate_subject("classification", 1, np.array([1])) == {"accuracy": 1.0}
-    assert evaluate_subject("classification", np.int64(0), 1) == {"accuracy": 0.0}
+    assert classification_metrics(1, np.array([1])) == {"accuracy": 1.0}
+    assert classification_metrics(np.int64(0), 1) == {"accuracy": 0.0}
 
 
 def test_subject_evaluation_errors_name_the_problem():
     labels = np.zeros((4, 4, 4), np.int16)
     with pytest.raises(DataError, match=r"`spacing`.*3 voxel sizes.*spacing=None"):
-        evaluate_subject("segmentation", labels, labels)
+        segmentation_metrics(labels, labels)
     with pytest.raises(DataError, match=r"differ in shape: \(4, 4, 4\) and \(4, 4, 3\)"):
-        evaluate_subject("regression", labels, labels[..., :3])
+        regression_metrics(labels, labels[..., :3])
     with pytest.raises(DataError, match=r"mask's shape \(4, 4\)"):
-        evaluate_subject("regression", labels, labels, mask=np.ones((4, 4)))
-    with pytest.raises(DataError, match=r"`task_type`.*task_type='segmentaton'"):
-        evaluate_subject("segmentaton", labels, labels)
+        regression_metrics(labels, labels, mask=np.ones((4, 4)))
     with pytest.raises(DataError, match=r"one channel.*\(4, 4, 4, 2\)"):
-        evaluate_subject("segmentation", np.zeros((4, 4, 4, 2)), np.zeros((4, 4, 4, 2)),
+        segmentation_metrics(np.zeros((4, 4, 4, 2)), np.zeros((4, 4, 4, 2)),
                          spacing=(1, 1, 1))
 
 
@@ -266,6 +264,6 @@ def test_evaluation_imports_no_deep_learning_framework():
 def test_integer_images_do_not_wrap_around():
     truth = np.array([[[0, 200]]], np.uint8)
     prediction = np.array([[[10, 190]]], np.uint8)
-    result = evaluate_subject("regression", prediction, truth)
+    result = regression_metrics(prediction, truth)
     assert result["mae"] == 10.0 and result["rmse"] == 10.0
     assert result["psnr"] == pytest.approx(10 * math.log10(200.0 ** 2 / 100.0))

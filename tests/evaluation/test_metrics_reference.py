@@ -13,7 +13,7 @@ from scipy import ndimage
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 
-from sfg_app.data import phantoms as P  # noqa: E402
+from sfg_app.demo import phantoms as P  # noqa: E402
 from sfg_app.evaluation import metrics as M  # noqa: E402
 
 SPACING = (0.8, 1.0, 2.5)
@@ -105,7 +105,7 @@ def phantom_pair():
 
 
 def assert_segmentation_matches(prediction, truth, spacing):
-    result = M.evaluate_subject("segmentation", prediction, truth, spacing=spacing)
+    result = M.segmentation_metrics(prediction, truth, spacing=spacing)
     classes = [c for c in range(1, int(truth.max()) + 1) if (truth == c).any()
                and (prediction == c).any()]
     assert classes
@@ -140,7 +140,7 @@ def test_segmentation_metrics_match_simpleitk_on_random_anisotropic_volumes(seed
 def test_psnr_and_ssim_match_scikit_image_on_random_volumes(seed):
     prediction, truth = random_images(seed, (30, 26, 14))
     data_range = truth.max() - truth.min()
-    result = M.evaluate_subject("regression", prediction, truth)
+    result = M.regression_metrics(prediction, truth)
     assert result["psnr"] == pytest.approx(skimage_metrics.peak_signal_noise_ratio(
         truth, prediction, data_range=data_range), rel=REL)
     assert result["ssim"] == pytest.approx(reference_ssim(prediction, truth, data_range),
@@ -227,14 +227,14 @@ def test_psnr_and_ssim_match_scikit_image_on_a_phantom_ct_with_and_without_body_
     prediction = ndimage.gaussian_filter(truth, 0.8) + np.random.default_rng(7).normal(
         0, 20.0, truth.shape)
     data_range = truth.max() - truth.min()
-    whole = M.evaluate_subject("regression", prediction, truth)
+    whole = M.regression_metrics(prediction, truth)
     assert whole["psnr"] == pytest.approx(skimage_metrics.peak_signal_noise_ratio(
         truth, prediction, data_range=data_range), rel=REL)
     assert whole["ssim"] == pytest.approx(reference_ssim(prediction, truth, data_range),
                                           rel=REL)
     body = truth_phantom.body > 0
     inside_range = truth[body].max() - truth[body].min()
-    masked = M.evaluate_subject("regression", prediction, truth, mask=body)
+    masked = M.regression_metrics(prediction, truth, mask=body)
     assert masked["psnr"] == pytest.approx(skimage_metrics.peak_signal_noise_ratio(
         truth[body], prediction[body], data_range=inside_range), rel=REL)
     assert masked["ssim"] == pytest.approx(

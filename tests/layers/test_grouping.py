@@ -14,31 +14,36 @@ from sfg_app.layers.grouping import (DirichletLogits, FilterGrouping, GroupingCo
 
 # -- GroupingConfig -------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, pattern", [
-    (dict(tau=0), r"argument `tau`\. Expected a finite number > 0\. Received tau=0"),
-    (dict(tau=0.5, tau_min=1.0), r"`tau_min`\. Expected a value <= tau \(tau=0\.5\)"),
-    (dict(anneal_rate=-1e-3), r"`anneal_rate`\. Expected a finite number >= 0"),
-    (dict(straight_through="yes"), r"`straight_through`\. Expected True or False"),
-    (dict(sample_per="batch"), r"`sample_per`\. Expected one of 'step', 'example'\. "
+    (dict(tau=0), r"argument `tau`\. Expected a number > 0\. Received tau=0"),
+    (dict(tau=0.5, tau_min=1.0), r"`tau_min`\. Expected a temperature at most tau = 0\.5"),
+    (dict(anneal_rate=-1e-3), r"`anneal_rate`\. Expected a number >= 0"),
+    (dict(straight_through="yes"), r"`straight_through`\. Expected true or false"),
+    (dict(sample_per="batch"), r"`sample_per`\. Expected one of step, example\. "
                                r"Received sample_per='batch'"),
-    (dict(sample_per="example"), r"`impl`\. Expected 'reference' when "
-                                 r"sample_per='example'.*Received impl='fused'"),
-    (dict(init="random"), r"`init`\. Expected one of 'uniform', 'dirichlet', 'shared'"),
-    (dict(init_shared=0.0), r"`init_shared`\. Expected a number in \(0, 1\)"),
-    (dict(init_shared=1.0), r"`init_shared`\. Expected a number in \[0, 1\)"),
-    (dict(logit_lr_multiplier=0), r"`logit_lr_multiplier`\. Expected a finite number > 0"),
+    (dict(sample_per="example"), r"`sample_per`\. Expected step with impl = fused\. "
+                                 r"Received sample_per='example'\. .*set impl = reference"),
+    (dict(init="random"), r"`init`\. Expected uniform, dirichlet, shared, or a tuple of G "
+                          r"probabilities \(numbers > 0 summing to 1\)\. "
+                          r"Received init='random'\.$"),
+    (dict(init="unifrom"), r"Received init='unifrom'\. Did you mean 'uniform'\?$"),
+    (dict(init_shared=0.0), r"`init_shared`\. Expected a number > 0 and < 1"),
+    (dict(init_shared=1.0), r"`init_shared`\. Expected a number > 0 and < 1"),
+    (dict(logit_lr_multiplier=0), r"`logit_lr_multiplier`\. Expected a number > 0"),
     (dict(warmup_iter=-1), r"`warmup_iter`\. Expected an integer >= 0"),
     (dict(warmup_iter=2.5), r"`warmup_iter`\. Expected an integer >= 0"),
-    (dict(norm_parameters="global"), r"`norm_parameters`\. Expected one of 'per_group', "
-                                     r"'shared'"),
-    (dict(init=(0.5, 0.6, 0.1)), r"`init`\. Expected at least two probabilities, each > 0, "
-                                 r"summing to 1"),
-    (dict(prior=(1.0, 0.0)), r"`prior`\. Expected at least two probabilities"),
-    (dict(prior="flat"), r"`prior`\. Expected one of 'uniform', 'shared'\. "
-                         r"Received prior='flat'"),
-    (dict(init_alpha=0.0), r"`init_alpha`\. Expected a finite number > 0"),
-    (dict(connectivity="full"), r"`connectivity`\. Expected one of 'mixed', 'separate', "
-                                r"'dense'"),
-    (dict(impl="fast"), r"`impl`\. Expected one of 'fused', 'reference'"),
+    (dict(norm_parameters="global"), r"`norm_parameters`\. Expected one of per_group, "
+                                     r"shared"),
+    (dict(init=(0.5, 0.6, 0.1)), r"`init`\. Expected G probabilities \(one per task, then "
+                                 r"the shared group\) summing to 1\. .*They sum to 1\.2"),
+    (dict(prior=(1.0, 0.0)), r"`prior`\. .*Item 2 \(0\.0\) is not a number > 0"),
+    (dict(prior="flat"), r"`prior`\. Expected uniform, shared, or a tuple of G "
+                         r"probabilities.*Received prior='flat'"),
+    (dict(init_alpha=0.0), r"`init_alpha`\. Expected a number > 0"),
+    (dict(connectivity="full"), r"`connectivity`\. Expected one of mixed, separate, "
+                                r"dense"),
+    (dict(impl="fast"), r"`impl`\. Expected one of fused, reference"),
+    (dict(warmup_iter="10"), r"`warmup_iter`\. Expected an integer >= 0\. "
+                             r"Received warmup_iter='10'"),
 ])
 def test_grouping_config_names_the_bad_argument(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -50,7 +55,7 @@ def test_grouping_config_normalises_vectors_and_round_trips():
                             sample_per="example", impl="reference")
     assert isinstance(config.init, tuple) and math.isclose(sum(config.init), 1.0)
     assert GroupingConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match=r"`init`\. Expected 4 probabilities \(3 tasks"):
+    with pytest.raises(ConfigError, match=r"`init`\. Expected 4 probabilities \(one per task"):
         config.check_num_groups(4)
 
 
@@ -137,7 +142,8 @@ def test_filter_grouping_generic(check_layer):
                                     r"Received filters=0"),
     (dict(filters=4, num_groups=1), r"`num_groups`\. Expected at least 2 groups"),
     (dict(filters=4, num_groups=3, grouping=GroupingConfig(prior=(0.5, 0.5))),
-     r"`prior`\. Expected 3 probabilities \(2 tasks, then the shared group\)"),
+     r"`prior`\. Expected 3 probabilities \(one per task, then the shared "
+     r"group\)"),
     (dict(filters=4, num_groups=3, seed=-1), r"`seed`\. Expected None or an integer >= 0"),
 ])
 def test_filter_grouping_argument_errors(kwargs, pattern):
@@ -235,7 +241,7 @@ def test_map_expected_and_per_example_masks():
     assert len({m.tobytes() for m in masks}) > 1      # the examples differ
     with pytest.raises(ValueError, match="`batch_size` is required"):
         per_example.masks("sample")
-    with pytest.raises(ConfigError, match=r"`mode`\. Expected one of 'train', 'map'"):
+    with pytest.raises(ConfigError, match=r"`mode`\. Expected one of train, map"):
         layer.masks("mean")
 
 

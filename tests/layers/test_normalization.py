@@ -136,7 +136,7 @@ def test_groupwise_normalization_generic(check_layer, rng):
 
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(num_groups=0), r"`num_groups`\. Expected a strictly positive integer"),
-    (dict(method="group"), r"`method`\. Expected one of 'batch', 'instance'\. Received "
+    (dict(method="group"), r"`method`\. Expected one of batch, instance\. Received "
                            r"method='group'"),
     (dict(momentum=1.0), r"`momentum`\. Expected a number in \[0, 1\)"),
     (dict(epsilon=0), r"`epsilon`\. Expected a finite number > 0"),

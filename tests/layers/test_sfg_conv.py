@@ -144,9 +144,9 @@ def test_sfg_conv_generic(check_layer, rng):
                       r"filters=0"),
     (dict(filters=4, kernel_size=2.5), r"`kernel_size`\. Expected a strictly positive"),
     (dict(filters=4, dilation_rate=0), r"`dilation_rate`\. Expected a strictly positive"),
-    (dict(filters=4, impl="fast"), r"`impl`\. Expected one of 'fused', 'reference'\. "
+    (dict(filters=4, impl="fast"), r"`impl`\. Expected one of fused, reference\. "
                                    r"Received impl='fast'"),
-    (dict(filters=4, connectivity="all"), r"`connectivity`\. Expected one of 'mixed'"),
+    (dict(filters=4, connectivity="all"), r"`connectivity`\. Expected one of mixed"),
     (dict(filters=4, use_bias=1), r"`use_bias`\. Expected True or False"),
 ])
 def test_sfg_conv_argument_errors(kwargs, pattern):

@@ -97,19 +97,19 @@ def test_argument_errors():
         SFGHighRes3DNet({})
     with pytest.raises(ConfigError, match=r"`channels`\. Expected a strictly positive"):
         SFGHighRes3DNet({"seg": {"kind": "voxel", "channels": 0}})
-    with pytest.raises(ConfigError, match=r"`init`\. Expected 3 probabilities \(2 tasks"):
+    with pytest.raises(ConfigError, match=r"`init`\. Expected 3 probabilities \(one per task"):
         make("sfg_highres3dnet", grouping=GroupingConfig(init=(0.5, 0.5)))
     with pytest.raises(ConfigError, match=r"`layer_scale`\. Expected a finite number > 0"):
         make("hard_shared", layer_scale=0)
-    with pytest.raises(ConfigError, match=r"`activation`\. Expected one of 'relu'"):
+    with pytest.raises(ConfigError, match=r"`activation`\. Expected one of relu"):
         make("hard_shared", activation="swish")
     with pytest.raises(ConfigError, match=r"`grouping`\. Expected a GroupingConfig"):
         make("sfg_highres3dnet", grouping="mixed")
     with pytest.raises(ConfigError, match=r"Expected \(batch, x, y, channels\) for 2D or "
                                           r"\(batch, x, y, z, channels\) for 3D"):
         make("hard_shared")(np.zeros((2, 16, 1), np.float32))
-    with pytest.raises(ConfigError, match=r"`mode`\. Expected one of 'train', 'map', "
-                                          r"'sample', 'expected'\. Received mode='eval'"):
+    with pytest.raises(ConfigError, match=r"`mode`\. Expected one of train, map, "
+                                          r"sample, expected\. Received mode='eval'"):
         make("hard_shared").set_architecture("eval")
 
 

@@ -38,8 +38,10 @@ def objective_case() -> dict:
     Run in-process and in a ``KERAS_BACKEND=torch`` subprocess; the two must agree.
     """
     from keras import ops
-    from sfg_app.tasks import (ClassificationTask, RegressionTask, SegmentationTask,
-                               UncertaintyWeighting)
+    from sfg_app.tasks.classification import ClassificationTask
+    from sfg_app.tasks.regression import RegressionTask
+    from sfg_app.tasks.segmentation import SegmentationTask
+    from sfg_app.tasks.weighting import UncertaintyWeighting
 
     rng = np.random.default_rng(42)
     seg = SegmentationTask("organs", "LABEL", num_classes=3, loss="dice_ce", mask="BODY",

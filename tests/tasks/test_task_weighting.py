@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from sfg_app.tasks import UncertaintyWeighting, fixed_weighting
+from sfg_app.tasks.weighting import UncertaintyWeighting, fixed_weighting
 from task_helpers import objective_case, value_and_gradients
 
 

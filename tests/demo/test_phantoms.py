@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sfg_app.data import phantoms as P
+from sfg_app.demo import phantoms as P
 from sfg_app.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,7 +181,7 @@ def test_grid_axcodes_spacing_and_oblique_rotation():
     np.testing.assert_allclose(grid.world(np.array([middle]), offset=(0.5, 0, 0.5))[0],
                                (10, -20, 30))
     tilted = P.Grid.centred((4, 5, 6), (1.5, 2.0, 3.0), ("P", "I", "R"),
-                            rotation=P.rotation_matrix((0, 0, 8)))
+                            rotation=P.rotation_from_degrees((0, 0, 8)))
     assert tilted.oblique and tilted.axcodes == "PIR"
     np.testing.assert_allclose(tilted.spacing, (1.5, 2.0, 3.0))
 
@@ -216,7 +216,8 @@ def test_tiny_grids_keep_each_subject_acquisition(tmp_path):
 
 @pytest.mark.parametrize("arguments, pattern", [
     (dict(shape=(4, 4, 4), spacing=(1, 1, 1), axcodes="RRS"),
-     r"argument `axcodes`.*each of the axes.*Received axcodes='RRS'"),
+     r"argument `axcodes`.*one from each of L/R, A/P and S/I.*Received "
+     r"axcodes=\('R', 'R', 'S'\)"),
     (dict(shape=(4, 0, 4), spacing=(1, 1, 1)),
      r"argument `shape`.*strictly positive integers.*Received shape=\(4, 0, 4\)"),
     (dict(shape=(4, 4, 4), spacing=(1, -1, 1)),

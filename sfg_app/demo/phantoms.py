@@ -26,8 +26,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel import orientations
 
+from sfg_app.data.augmentation import rotation_matrix
 from sfg_app.errors import ConfigError
+from sfg_app.io import geometry
 from sfg_app.io.atomic import atomic_path
 
 LABELS = {0: "background", 1: "body", 2: "bladder", 3: "prostate", 4: "rectum", 5: "bone"}
@@ -93,37 +96,19 @@ def subject_id(index: int) -> str:
 
 # ----------------------------------------------------------------------------- geometry
 
-_AXIS_LETTERS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0),
-                 "S": (2, 1.0), "I": (2, -1.0)}
-
-
 def axis_directions(axcodes: str) -> np.ndarray:
     """The 3x3 matrix whose column k is the world (RAS+) unit direction of voxel axis k."""
-    try:
-        letters = "".join(axcodes).upper()
-    except TypeError:
-        letters = ""
-    axes = [_AXIS_LETTERS[c][0] for c in letters if c in _AXIS_LETTERS]
-    if len(letters) != 3 or len(axes) != 3 or sorted(axes) != [0, 1, 2]:
-        raise ConfigError(
-            "Invalid value for argument `axcodes`. Expected three letters naming each of "
-            "the axes R/L, A/P and S/I once (for example 'RAS', 'LPS' or 'PIR'). "
-            f"Received axcodes={axcodes!r}.")
+    letters = geometry.standardize_axcodes(tuple(axcodes) if isinstance(axcodes, str)
+                                           else axcodes)
     directions = np.zeros((3, 3))
-    for column, letter in enumerate(letters):
-        axis, sign = _AXIS_LETTERS[letter]
-        directions[axis, column] = sign
+    for column, (axis, sign) in enumerate(orientations.axcodes2ornt(letters)):
+        directions[int(axis), column] = sign
     return directions
 
 
-def rotation_matrix(angles_deg) -> np.ndarray:
+def rotation_from_degrees(angles_deg) -> np.ndarray:
     """Rotation about the world x, then y, then z axes (degrees)."""
-    rx, ry, rz = np.deg2rad(np.asarray(angles_deg, dtype=float))
-    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    about_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    about_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    about_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return about_z @ about_y @ about_x
+    return rotation_matrix(np.deg2rad(np.asarray(angles_deg, dtype=float)))
 
 
 def _positive_triple(value, name: str, integer: bool) -> tuple:
@@ -179,11 +164,11 @@ class Grid:
 
     @property
     def spacing(self) -> np.ndarray:
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
+        return geometry.spacing(self.affine)
 
     @property
     def axcodes(self) -> str:
-        return "".join(nib.aff2axcodes(self.affine))
+        return "".join(geometry.axcodes(self.affine))
 
     @property
     def oblique(self) -> bool:
@@ -287,7 +272,7 @@ class Pose:
         angles = rng.uniform(-1, 1, size=3) * np.array([8.0, 3.0, 3.0])  # tilt, roll, yaw
         scale = rng.uniform(0.9, 1.1) * rng.uniform(0.96, 1.04, size=3)
         translation = np.array([rng.normal(0, 12), rng.normal(15, 12), rng.uniform(-80, 80)])
-        return cls(rotation_matrix(angles), translation, scale)
+        return cls(rotation_from_degrees(angles), translation, scale)
 
     def to_anatomy(self, world: np.ndarray) -> np.ndarray:
         return ((world - self.translation) @ self.rotation) / self.scale
@@ -722,7 +707,7 @@ class PelvisPhantoms:
         if rng.random() < OBLIQUE_FRACTION:
             angles = np.zeros(3)
             angles[rng.integers(3)] = rng.choice([-1, 1]) * rng.uniform(4, 10)
-            rotation = rotation_matrix(angles)
+            rotation = rotation_from_degrees(angles)
         centre = self.anatomy(index).pose.to_world(np.array(FOV_CENTRE)
                                                    + rng.normal(0, 8, size=3))
         return Grid.centred(shape, spacing, axcodes, centre, rotation)

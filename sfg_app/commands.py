@@ -1,13 +1,17 @@
-"""What `sfg_train`, `sfg_infer`, `sfg_eval`, `sfg_groups` and `sfg_export` do with
-validated settings."""
+"""The use cases: what `sfg_train`, `sfg_infer`, `sfg_eval`, `sfg_groups` and
+`sfg_export` do with validated settings.
+
+Above both the application (what a run computes) and the engine (how it runs): each
+command builds the application the settings name, hands it to a driver, checks what can
+be checked before hours of work, and reports. The command-line layer (`sfg_app.cli`)
+parses arguments and turns errors into exit statuses around these functions.
+"""
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 from sfg_app import runtime
@@ -17,6 +21,8 @@ from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import ConfigError, DataError
+from sfg_app.evaluation.grouping import plot_history, read_history, write_grouping_report
+from sfg_app.evaluation.metrics import summary_table, write_metrics
 from sfg_app.io.atomic import atomic_path
 from sfg_app.io.paths import writable_folder
 from sfg_app.networks.compact import compact_network
@@ -165,8 +171,6 @@ def _trained_sfg_network(settings, application, what: str):
 
 
 def _write_grouping(application, model, model_dir: str, iteration: int) -> dict:
-    from sfg_app.evaluation.grouping import plot_history, read_history, write_grouping_report
-
     folder = writable_folder(os.path.join(model_dir, GROUPING_FOLDER), "the grouping report")
     summary = write_grouping_report(model.grouping_probabilities(),
                                     application.group_names(), folder, step=iteration)
@@ -191,10 +195,6 @@ def _grouping_table(summary: dict, groups: list[str]) -> str:
 
 def evaluate(settings) -> list[dict]:
     """Metrics of the written outputs against the targets, per subject and task."""
-    from sfg_app.application.inference import OUTPUT_EXTENSIONS, output_name, table_name
-    from sfg_app.evaluation.metrics import evaluate_subject, summary_table, write_metrics
-    from sfg_app.io.readers import load_image
-
     split_file = str(settings.system.dataset_split_file)
     if not os.path.exists(split_file):
         raise DataError(f"No split file {split_file}: nothing was trained or inferred in "
@@ -202,32 +202,7 @@ def evaluate(settings) -> list[dict]:
                         "same config first.")
     folder = writable_folder(str(settings.evaluation.save_csv_dir), "the evaluation's metrics")
     application = make_application(settings)
-    output_dir = str(settings.inference.save_seg_dir)
-    rows = []
-    for subject in application.data.phase(settings.inference.dataset_to_infer):
-        for name, task in application.tasks.items():
-            kind = settings.tasks[name].type
-            if task.target not in subject.paths and task.target not in subject.values:
-                continue  # an optional target this subject lacks
-            if task.head_kind == "image":
-                predicted = _predicted_value(os.path.join(output_dir, table_name(name)),
-                                             name, subject.subject_id, kind)
-                truth = np.atleast_1d(subject.values[task.target])
-                metrics = evaluate_subject(kind, predicted, truth)
-            else:
-                path = _output_path(output_dir, [output_name(subject.subject_id, name, ext)
-                                                 for ext in OUTPUT_EXTENSIONS], name,
-                                    subject.subject_id)
-                prediction = load_image(path)
-                truth = _on_grid(load_image(subject.paths[task.target]), prediction,
-                                 order=0 if kind == "segmentation" else 1)
-                mask = None
-                if task.mask:
-                    mask = _on_grid(load_image(subject.paths[task.mask]), prediction, order=0).data
-                metrics = evaluate_subject(
-                    kind, prediction.data, truth.data, mask=mask,
-                    spacing=tuple(prediction.spacing), num_classes=getattr(task, "num_classes", None))
-            rows.append({"subject": subject.subject_id, "task": name, **metrics})
+    rows = application.evaluate_outputs(str(settings.inference.save_seg_dir))
     if not rows:
         raise DataError(f"Nothing to evaluate in the {settings.inference.dataset_to_infer!r} "
                         "split: no subject has a target.")
@@ -236,42 +211,6 @@ def evaluate(settings) -> list[dict]:
     print(summary_table(rows))
     print(f"Per-subject metrics in {os.path.join(folder, 'metrics.csv')}", file=sys.stderr)
     return rows
-
-
-def _output_path(folder: str, names, task: str, subject_id: str) -> str:
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.exists(path):
-            return path
-    raise DataError(f"No output of task {task!r} for subject {subject_id!r} in {folder}. "
-                    "Run sfg_infer with the same config first.")
-
-
-def _predicted_value(path: str, task: str, subject_id: str, kind: str) -> np.ndarray:
-    if os.path.exists(path):
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row["subject_id"] == subject_id:
-                    if kind == "classification":
-                        return np.array([float(row["label"])])
-                    return np.array([float(v) for k, v in row.items()
-                                     if k.startswith(f"{task}_") and not k.endswith("_var")])
-    raise DataError(f"No output of task {task!r} for subject {subject_id!r} in {path}. "
-                    "Run sfg_infer with the same config first.")
-
-
-def _on_grid(image, reference, order: int):
-    """`image` on `reference`'s voxel grid (resampled only when the grids differ)."""
-    from sfg_app.data.preprocessing import resample
-    from sfg_app.io.geometry import same_space
-    from sfg_app.io.image import Image
-
-    if same_space(image.spatial_shape, image.affine, reference.spatial_shape, reference.affine):
-        return image
-    mapping = np.linalg.inv(image.affine) @ reference.affine
-    data = resample(image.data, mapping[:3, :3], mapping[:3, 3], reference.spatial_shape, order)
-    return Image(data=data, affine=reference.affine, path=image.path, header=None,
-                 metadata=image.metadata)
 
 
 def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dict:

@@ -1,5 +1,6 @@
-"""Intensity steps on one channel: foreground masks, clipping, windowing, z-score, and
-Nyul histogram standardisation.
+"""Intensity normalisation of one channel: foreground masks, clipping, windowing, z-score,
+and Nyul histogram standardisation (the preprocessing steps; random intensity changes
+are augmentation, `sfg_app.data.augmentation`).
 
 Histogram standardisation (Nyul, Udupa and Zhang, IEEE TMI 2000, as in NiftyNet): each
 training image's landmarks (intensity percentiles over its foreground) are mapped
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import yaml
 
+from sfg_app.arguments import one_of
 from sfg_app.errors import ConfigError, DataError
 from sfg_app.io.atomic import atomic_write_text
 
@@ -87,9 +89,7 @@ def landmark_percentiles(cutoff: Sequence[float], norm_type: str) -> np.ndarray:
 
 
 def check_histogram_arguments(cutoff: Sequence[float], norm_type: str) -> tuple[float, float]:
-    if norm_type not in NORM_TYPES:
-        raise ConfigError(f"Invalid value for argument `norm_type`. Expected one of "
-                          f"{', '.join(NORM_TYPES)}. Received norm_type={norm_type!r}.")
+    one_of(norm_type, "norm_type", tuple(NORM_TYPES))
     inner = NORM_TYPES[norm_type]
     cutoff = tuple(float(c) for c in cutoff)
     if len(cutoff) != 2 or not 0.0 <= cutoff[0] < inner[0] or not inner[-1] < cutoff[1] <= 1.0:

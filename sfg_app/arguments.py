@@ -1,0 +1,103 @@
+"""Checks of constructor arguments, each naming the argument it checks: the one home of
+the rules that a component and the config schema both apply (the config's cross-key
+checks call these, so a value the config accepts is one the component accepts).
+
+Every message has the Keras shape: the argument in backticks, what was expected, what was
+received ("Invalid value for argument `filters`. Expected a strictly positive integer.
+Received filters=0."). The values come from config keys of the same names, so the
+message points the user at the key to fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from sfg_app.errors import ConfigError
+
+
+def invalid(name: str, value, expected: str, hint: str = "", owner: str = "") -> ConfigError:
+    """``owner`` names what takes the argument when the name alone is ambiguous, e.g.
+    "task 'organs'"."""
+    of = f" of {owner}" if owner else ""
+    return ConfigError(f"Invalid value for argument `{name}`{of}. Expected {expected}. "
+                       f"Received {name}={value!r}. {hint}".rstrip())
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise invalid(name, value, "a strictly positive integer")
+    return value
+
+
+def non_negative_int(value, name: str) -> int:
+    return integer(value, name, minimum=0)
+
+
+def integer(value, name: str, minimum: int) -> int:
+    """An integer (numpy's too) of at least ``minimum``, as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise invalid(name, value, f"an integer >= {minimum}")
+    return int(value)
+
+
+def positive_float(value, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise invalid(name, value, expected)
+    return float(value)
+
+
+def fraction(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise invalid(name, value, "a number in [0, 1)")
+    return float(value)
+
+
+def flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(name, value, "True or False")
+    return value
+
+
+def one_of(value, name: str, allowed: Sequence[str]) -> str:
+    """One of ``allowed``, spelled as the config's choices are ("one of a, b, c")."""
+    if not isinstance(value, str) or value not in allowed:
+        raise invalid(name, value, "one of " + ", ".join(allowed))
+    return value
+
+
+def optional_seed(value, name: str = "seed") -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 0):
+        raise invalid(name, value, "None or an integer >= 0")
+    return value
+
+
+def grouping_problems(values, num_groups: int | None = None) -> list[tuple[str, str, str]]:
+    """The rules between the grouping's settings (``[SFG]`` keys: ``tau``, ``tau_min``,
+    ``sample_per``, ``impl``, ``init``, ``prior``) that ``values`` (a mapping) breaks, as
+    ``(key, expected, hint)``; each value already has its key's own type. The config
+    reports them with the place of each key when it is loaded, the grouping layers
+    raise the first: one statement of each rule for both."""
+    problems = []
+    if values["tau_min"] > values["tau"]:
+        problems.append(("tau_min", f"a temperature at most tau = {values['tau']:g}", ""))
+    if values["sample_per"] == "example" and values["impl"] != "reference":
+        problems.append(("sample_per", "step with impl = fused", "Per-example groups give "
+                         "per-example weights, which one fused convolution cannot apply: "
+                         "set impl = reference, or sample_per = step."))
+    for key in ("init", "prior"):
+        vector = values[key]
+        if isinstance(vector, str):
+            continue
+        count = "G" if num_groups is None else str(num_groups)
+        expected = f"{count} probabilities (one per task, then the shared group) summing to 1"
+        if num_groups is not None and len(vector) != num_groups:
+            problems.append((key, expected, f"It has {len(vector)} values."))
+        elif abs(sum(vector) - 1.0) > 1e-3:
+            problems.append((key, expected, f"They sum to {sum(vector):g}."))
+    return problems
