@@ -77,6 +77,23 @@ def optional_seed(value, name: str = "seed") -> int | None:
     return value
 
 
+#: The inner landmarks (percentiles, 0..1) of histogram normalisation for each
+#: ``norm_type``; ``cutoff`` must lie outside them.
+HISTOGRAM_LANDMARKS = {"percentile": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                       "quartile": (0.25, 0.5, 0.75)}
+
+
+def histogram_cutoff_problem(cutoff, norm_type: str) -> str | None:
+    """What ``cutoff`` should be for ``norm_type`` (a known type), or None when it fits:
+    histogram normalisation maps the cutoffs and the inner landmarks in order."""
+    inner = HISTOGRAM_LANDMARKS[norm_type]
+    low, high = cutoff
+    if 0.0 <= low < inner[0] and inner[-1] < high <= 1.0:
+        return None
+    return (f"two fractions (low, high) with 0 <= low < {inner[0]} and {inner[-1]} < high "
+            f"<= 1 for norm_type = {norm_type}")
+
+
 def grouping_problems(values, num_groups: int | None = None) -> list[tuple[str, str, str]]:
     """The rules between the grouping's settings (``[SFG]`` keys: ``tau``, ``tau_min``,
     ``sample_per``, ``impl``, ``init``, ``prior``) that ``values`` (a mapping) breaks, as

@@ -60,18 +60,18 @@ def split_items(text: str, brackets: bool) -> list[str]:
     return items
 
 
-def checked_argument(value_type: "ValueType", value: Any, name: str) -> Any:
+def checked_argument(value_type: "ValueType", value: Any, name: str, owner: str = "") -> Any:
     """``value``, a Python object, converted by ``value_type``; a ConfigError in Keras'
     form naming the argument otherwise. For the components whose arguments are config
     keys (the grouping layers take the ``[SFG]`` keys): they check each value against the
     key's own type, so the component and the config accept the same values."""
     if isinstance(value, str) and isinstance(value_type, (_Bounded, Bool, Tuple)):
         # Text is a config's spelling ("yes", "0.5"); an argument is a Python value.
-        raise arguments.invalid(name, value, value_type.expected)
+        raise arguments.invalid(name, value, value_type.expected, owner=owner)
     try:
         return value_type.convert(value, pathlib.Path.cwd())
     except Invalid as error:
-        raise arguments.invalid(name, value, value_type.expected, error.hint) from None
+        raise arguments.invalid(name, value, value_type.expected, error.hint, owner) from None
 
 
 class ValueType:

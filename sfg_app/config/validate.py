@@ -191,6 +191,7 @@ class _Resolver:
         window = self.check_inputs(inputs, multitask["image"] or (), tasks, network)
         self.check_sfg(fixed["SFG"], len(task_names) + 1)
         self.check_training(fixed["TRAINING"])
+        self.check_histogram(network, inputs)
         self.check_border(fixed["INFERENCE"]["border"], window)
         self.problems.raise_if_any()
         sections = {FIXED_ATTRIBUTES[title][0]: FIXED_ATTRIBUTES[title][1](**values)
@@ -299,7 +300,13 @@ class _Resolver:
             self.problem(name, "csv_file", f"input section [{name}] defines both "
                                            "path_to_search and csv_file: keep one.")
         if not is_value:
-            values["interp_order"] = self.interp_order(name, tasks, network)
+            roles = self.label_roles(name, tasks, network)
+            values["interp_order"] = self.interp_order(name, roles)
+            for key in ("normalisation", "intensity_window", "percentile_clip"):
+                if roles and values[key] not in (None, "none"):
+                    self.problem(name, key, f"[{name}] {key} = {values[key]}, but [{name}] "
+                                            f"is {' and '.join(roles)}: labels keep their "
+                                            f"values. Remove {key} from [{name}].")
             foreground = values["foreground_type"]
             if foreground not in _FOREGROUND_RULES:
                 self.check_reference(name, "foreground_type", foreground,
@@ -315,9 +322,9 @@ class _Resolver:
                     "has no path_to_search.")
         return f"{spec.name} needs csv_file."
 
-    def interp_order(self, name: str, tasks: dict[str, dict],
-                     network: dict[str, Any]) -> int:
-        """0 for label-like sections; an explicit order > 0 on them is an error."""
+    def label_roles(self, name: str, tasks: dict[str, dict],
+                    network: dict[str, Any]) -> list[str]:
+        """What makes the section ``name`` hold labels, in words (none: an image)."""
         roles = [f"the target of the {values['type']} task {task!r}"
                  for task, values in tasks.items()
                  if _holds_labels(values) and values["target"] == name]
@@ -327,6 +334,10 @@ class _Resolver:
                   if self.explicit(other, "foreground_type") == name]
         if network["window_sampling"] == "balanced" and network["sampling_map"] == name:
             roles.append("the label map of the balanced sampler")
+        return roles
+
+    def interp_order(self, name: str, roles: list[str]) -> int:
+        """0 for label sections; an explicit order > 0 on them is an error."""
         explicit = self.explicit(name, "interp_order")
         if roles and explicit is not None and explicit > 0:
             self.problem(name, "interp_order", invalid_value(
@@ -419,6 +430,18 @@ class _Resolver:
         """The rules between [SFG] keys, as the grouping layers state them."""
         for key, expected, hint in arguments.grouping_problems(sfg, groups):
             self.problem("SFG", key, invalid_value("SFG", key, expected, sfg[key], hint))
+
+    def check_histogram(self, network: dict[str, Any], inputs: dict[str, dict]) -> None:
+        """[NETWORK] cutoff against norm_type, when a section uses histogram
+        normalisation (the rule preprocessing applies)."""
+        users = [name for name, values in inputs.items()
+                 if values.get("normalisation") == "histogram"]
+        problem = users and arguments.histogram_cutoff_problem(network["cutoff"],
+                                                               network["norm_type"])
+        if problem:
+            self.problem("NETWORK", "cutoff", invalid_value(
+                "NETWORK", "cutoff", problem, network["cutoff"],
+                f"[{users[0]}] uses normalisation = histogram."))
 
     def check_training(self, training: dict[str, Any]) -> None:
         total = (training["exclude_fraction_for_validation"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sfg_app.data.samplers.base import crop, crop_view
+from sfg_app.arguments import invalid
 from sfg_app.errors import ConfigError
 
 # Output voxels per interpolation step: temporaries small enough for the cache, steps
@@ -32,8 +33,10 @@ from sfg_app.errors import ConfigError
 _CHUNK = 32768
 
 
-def _pair(value, name: str, low: float | None = None) -> tuple[float, float] | None:
-    """A ``(low, high)`` range or None (transform off)."""
+def _pair(value, name: str, low: float | None = None,
+          low_inclusive: bool = False) -> tuple[float, float] | None:
+    """A ``(low, high)`` range or None (transform off); both ends above ``low`` (at
+    least ``low`` with ``low_inclusive``)."""
     if value is None or (isinstance(value, (tuple, list)) and len(value) == 0):
         return None
     try:
@@ -41,11 +44,11 @@ def _pair(value, name: str, low: float | None = None) -> tuple[float, float] | N
     except (TypeError, ValueError):
         pair = ()
     if len(pair) != 2 or pair[0] > pair[1] or not all(np.isfinite(pair)) or (
-            low is not None and pair[0] <= low):
-        bound = f" above {low:g}" if low is not None else ""
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected a range (low, "
-                          f"high) with low <= high{bound}, or () to switch it off. "
-                          f"Received {name}={value!r}.")
+            low is not None and (pair[0] < low if low_inclusive else pair[0] <= low)):
+        bound = (f" {'at least' if low_inclusive else 'above'} {low:g}"
+                 if low is not None else "")
+        raise invalid(name, value, f"a range (low, high) with low <= high{bound}, or () to "
+                                   "switch it off")
     return pair
 
 
@@ -54,8 +57,7 @@ def _number(value, name: str, low: float, high: float = np.inf, integer: bool = 
     if not ok or not low <= value <= high or (integer and int(value) != value):
         kind = "an integer" if integer else "a number"
         upper = f" and <= {high:g}" if np.isfinite(high) else ""
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected {kind} >= {low:g}"
-                          f"{upper}. Received {name}={value!r}.")
+        raise invalid(name, value, f"{kind} >= {low:g}{upper}")
     return int(value) if integer else float(value)
 
 
@@ -116,9 +118,8 @@ class SpatialAugmentation:
                  deformation_sigma: float = 15.0, proportion_to_deform: float = 0.5):
         axes = tuple(random_flipping_axes or ())
         if not all(isinstance(a, (int, np.integer)) and 0 <= a <= 2 for a in axes):
-            raise ConfigError(f"Invalid value for argument `random_flipping_axes`. Expected "
-                              f"spatial axes among 0, 1, 2. Received "
-                              f"random_flipping_axes={random_flipping_axes!r}.")
+            raise invalid("random_flipping_axes", random_flipping_axes,
+                          "spatial axes among 0, 1, 2")
         self.flip_axes = tuple(sorted(set(int(a) for a in axes)))
         self.flip_probability = _number(flip_probability, "flip_probability", 0, 1)
         self.rotation = _pair(rotation_angle, "rotation_angle")
@@ -308,15 +309,22 @@ class IntensityAugmentation:
     exponential (a smooth multiplicative field, NiftyNet / TorchIO).
     ``gamma_range``: (low, high) of gamma, drawn log-uniformly; each channel is mapped to
     [0, 1] by its window minimum and maximum, raised to gamma, mapped back.
-    ``noise_std``: standard deviation of added Gaussian noise (0: none).
+    ``noise_std``: standard deviation of added Gaussian noise: (low, high), drawn
+    uniformly per window as `[TRAINING] noise_std` gives it, or one number (0 or None:
+    no noise).
     """
 
     def __init__(self, *, bias_field_range: Sequence[float] | None = None, bf_order: int = 3,
-                 gamma_range: Sequence[float] | None = None, noise_std: float = 0.0):
+                 gamma_range: Sequence[float] | None = None,
+                 noise_std: float | Sequence[float] | None = None):
         self.bias = _pair(bias_field_range, "bias_field_range")
         self.order = _number(bf_order, "bf_order", 0, integer=True)
         self.gamma = _pair(gamma_range, "gamma_range", low=0)
-        self.noise_std = _number(noise_std, "noise_std", 0)
+        if noise_std is None or isinstance(noise_std, (tuple, list)):
+            self.noise = _pair(noise_std, "noise_std", low=0, low_inclusive=True)
+        else:
+            std = _number(noise_std, "noise_std", 0)
+            self.noise = (std, std) if std > 0 else None
 
     def draw(self, rng: np.random.Generator) -> IntensityDraw:
         bias = None
@@ -327,7 +335,11 @@ class IntensityAugmentation:
         gamma = None
         if self.gamma is not None:
             gamma = float(np.exp(rng.uniform(*np.log(self.gamma))))
-        return IntensityDraw(bias, gamma, self.noise_std, int(rng.integers(2 ** 63)))
+        noise_std = 0.0
+        if self.noise is not None:
+            low, high = self.noise
+            noise_std = low if low == high else float(rng.uniform(low, high))
+        return IntensityDraw(bias, gamma, noise_std, int(rng.integers(2 ** 63)))
 
     def apply(self, draw: IntensityDraw, window: np.ndarray, stream: int = 0) -> np.ndarray:
         """The window (``(X, Y, Z, C)`` float32) transformed in place; ``stream`` tells the

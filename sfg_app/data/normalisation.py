@@ -18,14 +18,14 @@ from collections.abc import Sequence
 import numpy as np
 import yaml
 
-from sfg_app.arguments import one_of
+from sfg_app.arguments import (HISTOGRAM_LANDMARKS, histogram_cutoff_problem, invalid,
+                               one_of)
 from sfg_app.errors import ConfigError, DataError
 from sfg_app.io.atomic import atomic_write_text
 
 NORMALISATIONS = ("none", "zscore", "histogram")
 FOREGROUND_TYPES = ("none", "otsu", "threshold", "mean")
-NORM_TYPES = {"percentile": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-              "quartile": (0.25, 0.5, 0.75)}
+NORM_TYPES = HISTOGRAM_LANDMARKS
 DEFAULT_CUTOFF = (0.01, 0.99)
 
 
@@ -90,13 +90,13 @@ def landmark_percentiles(cutoff: Sequence[float], norm_type: str) -> np.ndarray:
 
 def check_histogram_arguments(cutoff: Sequence[float], norm_type: str) -> tuple[float, float]:
     one_of(norm_type, "norm_type", tuple(NORM_TYPES))
-    inner = NORM_TYPES[norm_type]
-    cutoff = tuple(float(c) for c in cutoff)
-    if len(cutoff) != 2 or not 0.0 <= cutoff[0] < inner[0] or not inner[-1] < cutoff[1] <= 1.0:
-        raise ConfigError(
-            f"Invalid value for argument `cutoff`. Expected two fractions (low, high) with "
-            f"0 <= low < {inner[0]} and {inner[-1]} < high <= 1 for norm_type={norm_type!r}. "
-            f"Received cutoff={cutoff!r}.")
+    try:
+        cutoff = tuple(float(c) for c in cutoff)
+        problem = histogram_cutoff_problem(cutoff, norm_type)
+    except (TypeError, ValueError):
+        problem = histogram_cutoff_problem((-1.0, -1.0), norm_type)
+    if problem:
+        raise invalid("cutoff", cutoff, problem)
     return cutoff
 
 

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sfg_app.arguments import invalid, one_of
+from sfg_app.config.schema import INPUT, NETWORK
+from sfg_app.config.types import checked_argument
 from sfg_app.data import normalisation as norm
 from sfg_app.data.dataset import SubjectFiles
 from sfg_app.data.resampling import resample, zoom
@@ -36,21 +39,12 @@ from sfg_app.io.image import Image, ImageInfo
 from sfg_app.io.readers import load_image
 
 KINDS = ("image", "label")
-MATCH_SPACE = ("check", "resample")
+#: The fields of `SectionSpec` that mirror config keys, with those keys (their types).
+_CONFIG_KEYS = {name: INPUT.keys[name] for name in (
+    "loader", "interp_order", "match_space", "normalisation", "foreground_type",
+    "foreground_threshold", "intensity_window", "percentile_clip")}
+_CONFIG_KEYS.update({name: NETWORK.keys[name] for name in ("cutoff", "norm_type")})
 PADDING_MODES = ("constant", "edge", "reflect", "symmetric", "minimum")
-
-
-def _pair(section: str, key: str, value, positive_span: bool = False) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        low = high = None
-    if low is None or not low < high or (positive_span and not 0 <= low < high <= 100):
-        expected = "two percentiles 0 <= low < high <= 100" if positive_span else \
-            "two numbers (low, high) with low < high"
-        raise ConfigError(f"Invalid value for [{section}] `{key}`. Expected {expected}. "
-                          f"Received {key}={value!r}.")
-    return low, high
 
 
 @dataclass(frozen=True)
@@ -75,15 +69,15 @@ class SectionSpec:
     norm_type: str = "percentile"
 
     def __post_init__(self):
-        def choice(key, allowed):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"Invalid value for [{self.name}] `{key}`. Expected one of "
-                                  f"{', '.join(map(str, allowed))}. Received "
-                                  f"{key}={getattr(self, key)!r}.")
-        choice("kind", KINDS)
-        choice("interp_order", range(6))
-        choice("match_space", MATCH_SPACE)
-        choice("normalisation", norm.NORMALISATIONS)
+        """Each value mirroring a config key is checked against that key's type (the
+        input section's keys, and [NETWORK] cutoff and norm_type), then the rules the
+        preprocessing adds."""
+        owner = f"section [{self.name}]"
+        one_of(self.kind, "kind", KINDS)
+        for key, spec in _CONFIG_KEYS.items():
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, checked_argument(spec.type, value, key, owner))
         if self.kind == "label" and (self.interp_order != 0 or self.has_intensity_steps):
             raise ConfigError(
                 f"[{self.name}] holds labels, which must keep their values: expected "
@@ -94,12 +88,6 @@ class SectionSpec:
         if self.foreground_type == "threshold" and self.foreground_threshold is None:
             raise ConfigError(f"[{self.name}] `foreground_type = threshold` needs "
                               "`foreground_threshold`. Received foreground_threshold=None.")
-        if self.intensity_window is not None:
-            object.__setattr__(self, "intensity_window",
-                               _pair(self.name, "intensity_window", self.intensity_window))
-        if self.percentile_clip is not None:
-            object.__setattr__(self, "percentile_clip",
-                               _pair(self.name, "percentile_clip", self.percentile_clip, True))
         if self.normalisation == "histogram":
             object.__setattr__(self, "cutoff",
                                norm.check_histogram_arguments(self.cutoff, self.norm_type))
@@ -223,11 +211,7 @@ class Preprocessor:
         self.pixdim = self._pixdim(pixdim)
         self.axcodes = None if axcodes is None else geometry.standardize_axcodes(axcodes)
         self.padding = self._padding(volume_padding_size)
-        if volume_padding_mode not in PADDING_MODES:
-            raise ConfigError(f"Invalid value for argument `volume_padding_mode`. Expected one "
-                              f"of {', '.join(PADDING_MODES)}. Received "
-                              f"volume_padding_mode={volume_padding_mode!r}.")
-        self.padding_mode = volume_padding_mode
+        self.padding_mode = one_of(volume_padding_mode, "volume_padding_mode", PADDING_MODES)
         self.space_tolerance = float(space_tolerance)
         self.histogram_sections = [s.name for s in sections if s.normalisation == "histogram"]
         if self.histogram_sections and not histogram_ref_file:
@@ -244,17 +228,14 @@ class Preprocessor:
             return None
         values = np.asarray(pixdim, dtype=np.float64).ravel()
         if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-            raise ConfigError(f"Invalid value for argument `pixdim`. Expected three positive "
-                              f"voxel sizes in mm. Received pixdim={pixdim!r}.")
+            raise invalid("pixdim", pixdim, "three positive voxel sizes in mm")
         return values
 
     @staticmethod
     def _padding(size) -> tuple[tuple[int, int], ...]:
         values = tuple(int(v) for v in size)
         if len(values) != 3 or min(values) < 0 or list(values) != [float(v) for v in size]:
-            raise ConfigError(f"Invalid value for argument `volume_padding_size`. Expected "
-                              f"three non-negative integers. Received "
-                              f"volume_padding_size={tuple(size)!r}.")
+            raise invalid("volume_padding_size", tuple(size), "three non-negative integers")
         return tuple((v, v) for v in values)
 
     # -- loading ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
+from sfg_app.arguments import integer, invalid
 from sfg_app.data.augmentation import rotation_matrix
 from sfg_app.errors import ConfigError
 from sfg_app.io import geometry
@@ -121,9 +122,7 @@ def _positive_triple(value, name: str, integer: bool) -> tuple:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ConfigError(
-            f"Invalid value for argument `{name}`. Expected three strictly positive "
-            f"{kind}. Received {name}={value!r}.")
+        raise invalid(name, value, f"three strictly positive {kind}")
     return tuple(int(v) for v in items) if integer else tuple(float(v) for v in items)
 
 
@@ -648,14 +647,6 @@ class Phantom:
     fractions: np.ndarray   # float32 (X, Y, Z, len(TISSUES))
 
 
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        expected = "a non-negative integer" if minimum == 0 else "a strictly positive integer"
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected {expected}. "
-                          f"Received {name}={value!r}.")
-    return int(value)
-
-
 def _sample(anatomy: Anatomy, contrast: Contrast, grid: Grid, flat: np.ndarray):
     """Noise-free values of some voxels: the tissue at each centre, the tissue fractions
     over 2x2x2 points inside each voxel, and the partial-volume MR and CT."""
@@ -676,10 +667,10 @@ class PelvisPhantoms:
     """The phantom subjects of one seed; subject ``index`` depends on (seed, index) only."""
 
     def __init__(self, seed: int):
-        self.seed = _count(seed, "seed", minimum=0)
+        self.seed = integer(seed, "seed", minimum=0)
 
     def _streams(self, index: int) -> list[np.random.Generator]:
-        index = _count(index, "index", minimum=0)
+        index = integer(index, "index", minimum=0)
         children = np.random.SeedSequence([self.seed, index]).spawn(4)
         return [np.random.default_rng(child) for child in children]
 
@@ -763,7 +754,7 @@ def write_subject(phantom: Phantom, folder) -> dict[str, Path]:
 def write_dataset(folder, subjects: int, seed: int, shape=None) -> list[dict[str, Path]]:
     """Generate and write subjects 0 .. subjects-1 of ``seed``, on their default grids or
     on grids of ``shape`` voxels over the same fields of view; returns their paths."""
-    subjects = _count(subjects, "subjects", minimum=1)
+    subjects = integer(subjects, "subjects", minimum=1)
     generator = PelvisPhantoms(seed)
     return [write_subject(generator.subject(index, generator.grid(index, shape)), folder)
             for index in range(subjects)]

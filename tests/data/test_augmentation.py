@@ -146,6 +146,20 @@ def test_noise_has_the_standard_deviation_asked_for():
     assert abs(np.corrcoef(out.ravel(), other.ravel())[0, 1]) < 0.01  # sections differ
 
 
+def test_a_noise_range_as_the_config_gives_it_draws_a_standard_deviation_per_window():
+    """[TRAINING] noise_std is a range: each window gets a std drawn from it."""
+    zeros = np.zeros((30, 30, 30, 1), np.float32)
+    noise = IntensityAugmentation(noise_std=(0.1, 0.6))
+    rng = np.random.default_rng(3)
+    stds = [float(noise.apply(noise.draw(rng), zeros.copy()).std()) for _ in range(8)]
+    assert all(0.09 < s < 0.61 for s in stds) and max(stds) - min(stds) > 0.1
+    fixed, pair = IntensityAugmentation(noise_std=0.5), IntensityAugmentation(noise_std=(0.5, 0.5))
+    np.testing.assert_array_equal(fixed.apply(fixed.draw(np.random.default_rng(2)), zeros.copy()),
+                                  pair.apply(pair.draw(np.random.default_rng(2)), zeros.copy()))
+    off = IntensityAugmentation(gamma_range=(1.0, 1.0), noise_std=None)  # gamma alone
+    assert off.draw(np.random.default_rng(0)).noise_std == 0.0
+
+
 def test_same_seed_same_window_other_seed_other_window():
     subject = _blocks()
     subject["IMG"] = subject["IMG"] + np.random.default_rng(0).random(subject["IMG"].shape,

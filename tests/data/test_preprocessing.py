@@ -269,11 +269,15 @@ def test_missing_file_of_a_subject(subject, tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"kind": "label", "interp_order": 3}, r"\[LABEL\] holds labels.*interp_order = 0"),
-    ({"interp_order": 7}, r"\[LABEL\] `interp_order`. Expected one of 0, 1, 2, 3, 4, 5"),
-    ({"match_space": "warp"}, r"`match_space`. Expected one of check, resample"),
+    ({"interp_order": 7}, r"`interp_order` of section \[LABEL\]\. Expected an integer "
+                          r"from 0 to 5\. Received interp_order=7"),
+    ({"match_space": "warp"}, r"`match_space` of section \[LABEL\]\. Expected one of check, "
+                              r"resample"),
     ({"foreground_type": "threshold"}, r"needs `foreground_threshold`"),
-    ({"intensity_window": (100, -100)}, r"`intensity_window`. Expected two numbers"),
-    ({"percentile_clip": (1, 101)}, r"`percentile_clip`. Expected two percentiles"),
+    ({"intensity_window": (100, -100)}, r"`intensity_window`.*with lo < hi\. Received "
+                                        r"intensity_window=\(100, -100\)"),
+    ({"percentile_clip": (1, 101)}, r"`percentile_clip`.*Item 2 \(101\) is not a number "
+                                    r"from 0 to 100"),
     ({"normalisation": "histogram", "cutoff": (0.2, 0.99)}, r"argument `cutoff`"),
 ])
 def test_section_settings_are_validated(kwargs, match):

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from sfg_app.arguments import invalid
 from sfg_app.errors import ConfigError, DataError
 
 Subject = Mapping[str, np.ndarray]
@@ -31,8 +32,7 @@ def standardize_window_size(value, name: str = "spatial_window_size") -> tuple[i
     values = _int_triple(value, name, "three strictly positive integers, e.g. (64, 64, 1) "
                          "for 2D images or (96, 96, 96) for 3D volumes")
     if min(values) < 1:
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected three strictly "
-                          f"positive integers. Received {name}={tuple(value)}.")
+        raise invalid(name, tuple(value), "three strictly positive integers")
     return values
 
 
@@ -59,8 +59,7 @@ def _int_triple(value, name: str, expected: str) -> tuple[int, int, int]:
     if (values is None or len(values) != 3 or
             not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                     for v in values)):
-        raise ConfigError(f"Invalid value for argument `{name}`. Expected {expected}. "
-                          f"Received {name}={value!r}.")
+        raise invalid(name, value, expected)
     return tuple(int(v) for v in values)
 
 
