@@ -53,8 +53,7 @@ def _output_file(folder: str, task: str, subject_id: str) -> str:
         path = os.path.join(folder, output_name(subject_id, task, extension))
         if os.path.exists(path):
             return path
-    raise DataError(f"No output of task {task!r} for subject {subject_id!r} in {folder}. "
-                    "Run sfg_infer with the same config first.")
+    raise _no_output(task, subject_id, folder)
 
 
 def _table_row(path: str, task: str, subject_id: str) -> dict:
@@ -63,8 +62,12 @@ def _table_row(path: str, task: str, subject_id: str) -> dict:
             for row in csv.DictReader(handle):
                 if row["subject_id"] == subject_id:
                     return row
-    raise DataError(f"No output of task {task!r} for subject {subject_id!r} in {path}. "
-                    "Run sfg_infer with the same config first.")
+    raise _no_output(task, subject_id, path)
+
+
+def _no_output(task: str, subject_id: str, where: str) -> DataError:
+    return DataError(f"No output of task {task!r} for subject {subject_id!r} in {where}. "
+                     "Run sfg_infer with the same config first.")
 
 
 def _on_grid(image: Image, reference: Image, order: int) -> Image:

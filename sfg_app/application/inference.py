@@ -130,11 +130,11 @@ class SubjectInference:
             if task.head_kind == "image":
                 written.append(self._write_row(task, aggregators))
                 continue
-            mean = aggregators["mean"]
-            volumes = task.output_volumes(mean.result(), mean.output, self._undo(task))
+            mean, to_input_grid = aggregators["mean"], self._undo(task)
+            volumes = task.output_volumes(mean.result(), mean.output, to_input_grid)
             if "variance" in aggregators:
                 variance = task.variance_volume(aggregators["variance"].result())
-                volumes["var"] = (undo(variance, self.subject.record, 1), np.float32)
+                volumes["var"] = (to_input_grid(variance, 1), np.float32)
             written.extend(self._write_volume(name, kind, volume, dtype)
                            for kind, (volume, dtype) in volumes.items())
         return written
