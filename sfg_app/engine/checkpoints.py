@@ -13,6 +13,11 @@ the layers a subclassed Keras 3 model keeps in lists or dicts, so a
 `tf.train.Checkpoint(model=model)` of such a network held none of their weights (measured:
 1 of 125 variables of an SFG-HighRes3DNet restored). Keys below the model's own name also
 survive Keras' renaming of a second instance in one process (`sfg_high_res3d_net_1`).
+
+The states of the network's random streams (`random_states`: the architecture samples of
+the SFG layers) are saved too, so that a resumed run draws what the uninterrupted run
+would have drawn, instead of restarting every stream at the seed. Checkpoints written
+before they were saved still restore; their runs resume with the streams at the seed.
 """
 
 from __future__ import annotations
@@ -40,12 +45,18 @@ class CheckpointStore:
     """Save and restore the trackable objects of a run by iteration number."""
 
     def __init__(self, model_dir: str, max_to_keep: int = 5, chief: bool = True,
-                 **trackables):
+                 optional: dict | None = None, **trackables):
+        """`optional`: trackables saved like the others that a checkpoint may lack (older
+        checkpoints written before they were saved), restored when it has them."""
         self.directory = checkpoint_dir(model_dir)
         self.chief = chief
-        self.checkpoint = tf.train.Checkpoint(**{
-            name: variables_by_path(value) if isinstance(value, keras.layers.Layer) else value
-            for name, value in trackables.items()})
+        trackables = {name: variables_by_path(value) if isinstance(value, keras.layers.Layer)
+                      else value for name, value in trackables.items()}
+        optional = {name: value for name, value in (optional or {}).items() if value}
+        self.checkpoint = tf.train.Checkpoint(**trackables, **optional)
+        self._without_optional = (tf.train.Checkpoint(**trackables) if optional
+                                  else self.checkpoint)
+        self._optional = tuple(optional)
         target = self.directory if chief else tempfile.mkdtemp(prefix="sfg_worker_ckpt_")
         self._manager = tf.train.CheckpointManager(
             self.checkpoint, target, max_to_keep=max_to_keep, checkpoint_name=CHECKPOINT_NAME)
@@ -120,7 +131,12 @@ class CheckpointStore:
         checkpoint is damaged exactly when that fails.
         """
         try:
-            status = self.checkpoint.restore(path)
+            checkpoint = self.checkpoint
+            if self._optional:
+                saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
+                if not saved.issuperset(self._optional):
+                    checkpoint = self._without_optional
+            status = checkpoint.restore(path)
             if partial:
                 status.expect_partial()
             status.assert_existing_objects_matched()
@@ -164,6 +180,19 @@ def variables_by_path(layer: keras.layers.Layer) -> dict:
                              "give its sublayers distinct names.")
         found[key] = variable
     return found
+
+
+def random_states(layer: keras.layers.Layer) -> dict:
+    """The state variables of the random streams (`keras.random.SeedGenerator`) of `layer`
+    and its sublayers: what `layer.variables` holds beyond `layer.weights`.
+
+    Keyed by their order in `layer.variables`, which the network's structure fixes: their
+    own paths (`seed_generator_3/...`) are numbered in the order a process creates them,
+    so they would not name the same stream in another process.
+    """
+    weights = {id(variable) for variable in layer.weights}
+    streams = [variable for variable in layer.variables if id(variable) not in weights]
+    return {f"stream_{index}": variable for index, variable in enumerate(streams)}
 
 
 def available_iterations(directory: str) -> list[int]:

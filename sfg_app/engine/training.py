@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from sfg_app.engine import handlers
-from sfg_app.engine.checkpoints import CheckpointStore
+from sfg_app.engine.checkpoints import CheckpointStore, random_states
 from sfg_app.engine.state import TrainingPlan, TrainingState, to_numpy
 from sfg_app.engine.strategies import (distributed_dataset, dtype_policy, is_chief,
                                        make_strategy)
@@ -60,6 +60,7 @@ class TrainingDriver:
                 optimiser = keras.optimizers.LossScaleOptimizer(optimiser)
             optimiser.build(_trainable(model, objective))
         store = CheckpointStore(plan.model_dir, plan.max_checkpoints, chief=chief,
+                                optional={"random": random_states(model)},
                                 model=model, objective=objective,
                                 # The checkpoint key keeps the spelling saved runs have.
                                 optimizer=optimiser)

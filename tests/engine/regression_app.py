@@ -10,14 +10,19 @@ from sfg_app.engine.state import TrainingPlan
 class RegressionApplication(Application):
     """Learns y = 2x + 1 voxel-wise with a 1x1 convolution: small, real, checkable."""
 
-    def __init__(self, lr=0.05):
+    def __init__(self, lr=0.05, dropout=0.0):
         super().__init__(settings=None)
         self.lr = lr
+        self.dropout = dropout
         self.closed = False
 
     def build_network(self):
         inputs = keras.Input((4, 4, 4, 1))
-        outputs = {"y": keras.layers.Conv3D(1, 1, name="head")(inputs)}
+        x = inputs
+        if self.dropout:
+            # A random stream in the network (as the SFG layers' architecture samples).
+            x = keras.layers.Dropout(self.dropout, seed=5, name="dropout")(x)
+        outputs = {"y": keras.layers.Conv3D(1, 1, name="head")(x)}
         return keras.Model(inputs, outputs)
 
     def build_objective(self):

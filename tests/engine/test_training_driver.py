@@ -58,6 +58,33 @@ def test_resume_continues_the_step_counter(tmp_path):
     assert CheckpointStore(str(tmp_path / "run")).iterations() == [10, 20, 25]
 
 
+def test_a_resumed_run_draws_what_the_uninterrupted_run_draws(tmp_path):
+    """The random streams' states are in the checkpoint: resuming at 10 does not restart
+    the dropout masks at their seed, so 10 + 10 iterations equal 20 in one run."""
+    whole = TrainingDriver(RegressionApplication(dropout=0.5),
+                           plan(tmp_path / "whole", max_iter=20)).run()
+    TrainingDriver(RegressionApplication(dropout=0.5),
+                   plan(tmp_path / "split", max_iter=10)).run()
+    resumed = TrainingDriver(RegressionApplication(dropout=0.5),
+                             plan(tmp_path / "split", max_iter=20)).run()
+    assert resumed.first_iteration == 10
+    for expected, got in zip(whole.model.weights, resumed.model.weights):
+        np.testing.assert_array_equal(np.asarray(expected), np.asarray(got))
+
+
+def test_a_checkpoint_without_random_states_still_resumes(tmp_path):
+    """Checkpoints written before the streams were saved restore; the streams stay at
+    their seed."""
+    app = RegressionApplication(dropout=0.5)
+    model, optimizer = app.build_network(), app.build_optimiser()
+    optimizer.build(model.trainable_variables)
+    CheckpointStore(str(tmp_path / "run"), model=model, objective=app.build_objective(),
+                    optimizer=optimizer).save(4)
+    state = TrainingDriver(RegressionApplication(dropout=0.5),
+                           plan(tmp_path, max_iter=6)).run()
+    assert state.first_iteration == 4 and state.iteration == 6
+
+
 def test_starting_iter_zero_refuses_a_used_model_dir(tmp_path):
     TrainingDriver(RegressionApplication(), plan(tmp_path, max_iter=10)).run()
     with pytest.raises(TrainingError, match=r"starting_iter = 0.*iterations 10.*-1"):
