@@ -4,7 +4,7 @@ checkpoint lost or damaged, the step counter and the SFG temperature continuous,
 grouping history of one row per (step, layer, group) in strictly increasing steps, and a
 last checkpoint bit-identical to that of a run never killed.
 
-Slow (two to three minutes on two cores): `pytest -m slow tests/engine/test_kill_resume.py -s`
+Slow (three to four minutes on two cores): `pytest -m slow tests/engine/test_kill_resume.py -s`
 prints the table of the kills.
 """
 
