@@ -27,7 +27,7 @@ from sfg_app.engine.checkpoints import CheckpointStore, unreadable
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.errors import SFGWarning
 
-from test_reproducible import checkpoint_differences
+from test_reproducible import checkpoint_differences, train
 
 MAX_ITER = 150
 SAVE_EVERY_N = 5
@@ -303,12 +303,7 @@ def test_killed_ten_times_resumes_to_the_end_losing_nothing(tmp_path):
     assert (iteration, step) == (MAX_ITER, MAX_ITER - 1)
     assert abs(temperature - schedule(MAX_ITER - 1)) < 1e-6
     steps = check_history(tmp_path / "run" / "grouping_history.csv")
-    with open(tmp_path / "run_whole.log", "w") as log:
-        whole = subprocess.run([sys.executable, "-m", "sfg_app.cli.train", "--config",
-                                str(config), "--set", "SYSTEM.model_dir=whole"],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
-    assert whole.returncode == 0, open(tmp_path / "run_whole.log").read()[-3000:]
+    train(config, "SYSTEM.model_dir=whole")   # a run never killed, beside the config
     differences = checkpoint_differences(
         os.path.join(store.directory, f"ckpt-{MAX_ITER}"),
         str(tmp_path / "whole" / "checkpoints" / f"ckpt-{MAX_ITER}"))
