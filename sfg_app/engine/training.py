@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from sfg_app.engine import handlers
 from sfg_app.engine.checkpoints import CheckpointStore, random_states
+from sfg_app.engine.gradients import ordered_gradient_sums
 from sfg_app.engine.state import TrainingPlan, TrainingState, to_numpy
 from sfg_app.engine.strategies import (distributed_dataset, dtype_policy, is_chief,
                                        make_strategy)
@@ -145,7 +146,8 @@ class TrainingDriver:
             state, lambda batch, index, count: self.application.training_dataset(
                 batch, state.iteration * state.global_batch_size, index, count)))
         train_step = self._make_train_step(state)
-        with _SigtermRecorder(enabled=plan.strategy != "multi_worker") as sigterm:
+        with (_SigtermRecorder(enabled=plan.strategy != "multi_worker") as sigterm,
+              ordered_gradient_sums()):
             for handler in active:
                 handler.on_start(state)
             try:
