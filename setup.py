@@ -29,6 +29,9 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        # The references of scripts/bench (MONAI's HighResNet and sliding window, on
+        # PyTorch), never needed by sfg itself.
+        "bench": ["torch>=2.3", "monai>=1.3"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "nilearn>=0.10",
                  "scikit-image>=0.22"],
     },

@@ -26,6 +26,15 @@ them ``--models dense map sample`` runs alone. On CPU, run it alone:
     flock -x /tmp/sfg_cpu.lock python scripts/bench/bench_infer.py
     python scripts/bench/bench_infer.py --shape 128 128 64 --models dense map monai  # quick
 
+Beside the seconds, each method's arithmetic: multiply-adds per window voxel (sfg: from
+its kernels' shapes, as bench_train.py counts them; MONAI: the weights of its
+convolutions, all on the window's grid), the window voxels its networks computed (sfg:
+its grid's windows, times K for ``sample``; MONAI: counted in its predictor calls), and
+GFLOP/s = 2 x multiply-adds x window voxels / the method's whole seconds (reading and
+writing included, so a lower bound of the network's own rate). ``of roof`` divides that by
+the GFLOP/s of a float32 4096 x 4096 matrix product in TensorFlow, measured first in the
+same run: how far a faster kernel could still take the method.
+
 The last line is ``ratio sfg/monai: X.XX``: the ``map`` network's seconds over MONAI's.
 """
 
@@ -144,7 +153,26 @@ def run_sfg(job: dict) -> dict:
     start = time.perf_counter()
     written = commands.infer(settings, inputs=[job["volume"]], output_dir=job["output"],
                              overwrite=True)
-    return {"seconds": time.perf_counter() - start, "files": len(written)}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "files": len(written), **sfg_arithmetic(settings, job)}
+
+
+def sfg_arithmetic(settings, job: dict) -> dict:
+    """Multiply-adds per window voxel (from the kernels' shapes, as bench_train.py counts
+    them) and the window voxels the networks computed (the windows of sfg's own grid, times
+    the passes: K in ``sample`` mode)."""
+    import nibabel as nib
+
+    from bench_train import multiply_adds_per_voxel
+    from sfg_app.commands import make_application
+    from sfg_app.data.samplers.grid import GridSampler
+
+    network = make_application(settings).build_network()
+    window = (job["window"],) * 3
+    grid = GridSampler(window, (job["border"],) * 3).plan(nib.load(job["volume"]).shape[:3])
+    passes = job["samples"] if job["model"] == "sample" else 1
+    return {"multiply_adds": multiply_adds_per_voxel(network),
+            "window_voxels": len(grid.locations) * job["window"] ** 3 * passes}
 
 
 def run_monai(job: dict) -> dict:
@@ -156,6 +184,16 @@ def run_monai(job: dict) -> dict:
 
     torch.manual_seed(0)
     network = HighResNet(spatial_dims=3, in_channels=1, out_channels=7).eval()
+    # Every convolution of HighResNet runs on the window's grid (no pooling): a kernel
+    # costs its weight's size in multiply-adds per voxel. The calls are counted as made.
+    multiply_adds = sum(m.weight.numel() for m in network.modules()
+                        if isinstance(m, torch.nn.Conv3d))
+    computed = []
+
+    def predictor(windows):
+        computed.append(windows[0, 0].numel() * windows.shape[0])
+        return network(windows)
+
     start = time.perf_counter()
     image = nib.load(job["volume"])
     data = np.asarray(image.dataobj, np.float32)
@@ -163,7 +201,7 @@ def run_monai(job: dict) -> dict:
     with torch.inference_mode():
         output = sliding_window_inference(
             torch.from_numpy(data)[None, None], roi_size=(job["window"],) * 3,
-            sw_batch_size=job["batch"], predictor=network, overlap=job["overlap"],
+            sw_batch_size=job["batch"], predictor=predictor, overlap=job["overlap"],
             mode="constant")[0]
         labels = output[:6].argmax(0).to(torch.uint8).numpy()
         values = (output[6] * 1000.0).numpy()
@@ -171,12 +209,31 @@ def run_monai(job: dict) -> dict:
     for name, array in (("organs", labels), ("synth_ct", values)):
         nib.save(nib.Nifti1Image(array, image.affine),
                  os.path.join(job["output"], f"volume_{name}.nii.gz"))
-    return {"seconds": time.perf_counter() - start, "files": 2}
+    return {"seconds": time.perf_counter() - start, "files": 2,
+            "multiply_adds": multiply_adds, "window_voxels": sum(computed)}
+
+
+def run_matmul(job: dict) -> dict:
+    """The best of 5 float32 products of two 4096 x 4096 matrices in TensorFlow, after one
+    to warm up: what this CPU's cores give dense arithmetic (the roof for convolutions)."""
+    import tensorflow as tf
+
+    size = 4096
+    a = tf.random.stateless_normal((size, size), seed=(1, 2))
+    b = tf.random.stateless_normal((size, size), seed=(3, 4))
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)), jit_compile=False)
+    product().numpy()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        product().numpy()
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best, "gflops": 2 * size ** 3 / best / 1e9}
 
 
 def one(job_text: str) -> int:
     job = json.loads(job_text)
-    run = run_monai if job["model"] == "monai" else run_sfg
+    run = {"monai": run_monai, "matmul": run_matmul}.get(job["model"], run_sfg)
     if job.get("profile"):
         import cProfile
         import io
@@ -233,7 +290,8 @@ def prepare(args, work: pathlib.Path) -> dict:
 def measure(args, work: pathlib.Path, prepared: dict, model: str) -> dict:
     job = {"model": model, "volume": prepared["volume"], "window": args.window,
            "overlap": args.overlap, "batch": args.batch, "output": str(work / f"out_{model}"),
-           "config": prepared["configs"].get(model), "profile": model == args.profile}
+           "config": prepared["configs"].get(model), "profile": model == args.profile,
+           "border": prepared["border"], "samples": args.mc_samples}
     done = subprocess.run([sys.executable, __file__, "--_one", json.dumps(job)],
                           env=environment(), capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -256,16 +314,22 @@ def main(argv=None) -> int:
     print(f"volume {'x'.join(map(str, args.shape))}, windows {args.window}^3, overlap "
           f"{args.overlap} (sfg: border {prepared['border']}, crop blending), "
           f"{args.batch} window(s) per call; sample: K = {args.mc_samples}", flush=True)
+    roof = measure(args, work, prepared, "matmul")["gflops"]
+    print(f"float32 matmul, 4096^2, TensorFlow (the roof): {roof:.1f} GFLOP/s", flush=True)
     results = {}
     for model in args.models:
         results[model] = measure(args, work, prepared, model)
         print(f"  {model:>6}: {results[model]['seconds']:8.1f} s, peak "
               f"{results[model]['peak_mb']:7.0f} MB", flush=True)
     reference = results.get("monai")
-    print(f"\n{'method':>8} {'seconds':>9} {'peak MB':>9} {'time / monai':>13}")
+    print(f"\n{'method':>8} {'seconds':>9} {'peak MB':>9} {'time / monai':>13} "
+          f"{'MAC/voxel':>10} {'window voxels':>14} {'GFLOP/s':>8} {'of roof':>8}")
     for model, result in results.items():
         ratio = f"{result['seconds'] / reference['seconds']:.2f}" if reference else "-"
-        print(f"{model:>8} {result['seconds']:9.1f} {result['peak_mb']:9.0f} {ratio:>13}")
+        gflops = 2 * result["multiply_adds"] * result["window_voxels"] / result["seconds"] / 1e9
+        print(f"{model:>8} {result['seconds']:9.1f} {result['peak_mb']:9.0f} {ratio:>13} "
+              f"{result['multiply_adds']:10,d} {result['window_voxels']:14,d} "
+              f"{gflops:8.1f} {gflops / roof:8.0%}")
     if reference and "map" in results:
         print(f"ratio sfg/monai: {results['map']['seconds'] / reference['seconds']:.2f}")
     return 0

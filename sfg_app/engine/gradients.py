@@ -31,6 +31,8 @@ import warnings
 
 import tensorflow as tf
 
+from sfg_app.errors import SFGWarning
+
 try:  # The tape takes its sum from a registered "vector space"; there is no public hook.
     from tensorflow.python import pywrap_tfe as _pywrap_tfe
     from tensorflow.python.eager import backprop as _backprop
@@ -60,9 +62,10 @@ def ordered_gradient_sums():
     """
     global _users, _arithmetic_before
     if _DEFAULT_SPACE is None:  # pragma: no cover - another TensorFlow layout
-        warnings.warn("this TensorFlow does not expose the tape's gradient sum: runs of "
-                      "one seed may differ in their last bits between processes",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"TensorFlow {tf.__version__} does not expose the tape's gradient "
+                      "sum: runs of one seed may differ in their last bits between "
+                      "processes (sfg is tested with TensorFlow 2.21).", SFGWarning,
+                      stacklevel=3)
         yield
         return
     with _lock:

@@ -7,9 +7,10 @@
   the uninterrupted run drew; before, it restarted every stream at the seed), validation
   does not draw from them, and the data windows of a resumed run are those the
   uninterrupted run used.
-- Separate runs of the demo take the same first step. What it guards: the gradient sums
-  of the training step are in a fixed order (sfg_app/engine/gradients.py); TensorFlow's
-  AddN orders them by run-time buffer reuse, and the demo's runs parted.
+- Two runs of the whole demo end with the same checkpoint (slow). What it guards: the
+  gradient sums of the training step are in a fixed order (sfg_app/engine/gradients.py;
+  tests/engine/test_gradients.py checks the mechanism); TensorFlow's AddN orders them by
+  run-time buffer reuse, and the demo's runs parted.
 """
 
 import os
