@@ -125,7 +125,7 @@ DEMO = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.ini"
 
 @pytest.mark.slow
 def test_separate_runs_of_the_demo_end_bit_identical(tmp_path):
-    """The whole demo (240 iterations) in 2 processes, one after the other (about 6 min).
+    """The whole demo (240 iterations) in 2 processes, one after the other (about 7 min).
     With TensorFlow's AddN order, 5 demo runs had given 3 outcomes, and 3 more, traced
     tensor by tensor, had parted at iteration 92 to 95 (README, Quick start); 3 untraced
     runs to iteration 100 had not, so the parting is likely, not certain, without the
