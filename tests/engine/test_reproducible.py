@@ -82,13 +82,13 @@ rotation_angle = (-10, 10)
 """
 
 
-def train(config, *overrides) -> None:
+def train(config, *overrides, timeout: int = 600) -> None:
     """`sfg_train` in a process of its own, in the config's folder (a `--set` path is
     relative to the working directory)."""
     command = [sys.executable, "-m", "sfg_app.cli.train", "--config", str(config)]
     for override in overrides:
         command += ["--set", override]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           cwd=config.parent, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -132,11 +132,6 @@ def test_separate_runs_of_the_demo_end_bit_identical(tmp_path):
     ordered sums."""
     runs = [tmp_path / f"run{i}" for i in range(2)]
     for run in runs:
-        done = subprocess.run(
-            [sys.executable, "-m", "sfg_app.cli.train", "--config", str(DEMO),
-             "--set", f"SYSTEM.model_dir={run}"],
-            capture_output=True, text=True, timeout=1200,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        assert done.returncode == 0, done.stderr[-3000:]
+        train(DEMO, f"SYSTEM.model_dir={run}", timeout=1200)
     assert checkpoint_differences(str(runs[0] / "checkpoints" / "ckpt-240"),
                                   str(runs[1] / "checkpoints" / "ckpt-240")) == []
