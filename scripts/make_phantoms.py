@@ -39,6 +39,11 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, help="folder to write the subjects and README to")
     parser.add_argument("--subjects", type=_integer(1), default=12, help="number of subjects")
     parser.add_argument("--seed", type=_integer(0), default=0, help="seed of the data set")
+    parser.add_argument("--relatedness", type=float, metavar="R",
+                        help="also write <id>_view (an extra input channel) and <id>_signal "
+                             "(a regression target) whose relatedness to the anatomy is R: "
+                             "0 unrelated (a field seen through its own channel), 1 the CT "
+                             "in thousands of HU, a mix between")
     parser.add_argument("--png", type=Path, help="draw one subject into this PNG file")
     parser.add_argument("--png-subject", type=_integer(0), default=0,
                         help="index of the subject to draw (default 0)")
@@ -49,7 +54,7 @@ def parse_args(argv):
     return args
 
 
-def readme_text(folder: Path, subjects: int, seed: int) -> str:
+def readme_text(folder: Path, subjects: int, seed: int, relatedness: float | None = None) -> str:
     """The data set's README: how it was made, what the labels and files are."""
     generator = phantoms.PelvisPhantoms(seed)
     rows = []
@@ -64,6 +69,20 @@ def readme_text(folder: Path, subjects: int, seed: int) -> str:
         f"| {t.name} | {phantoms.LABELS[t.label]} | {t.mr[0]:g}-{t.mr[1]:g} | "
         f"{t.ct[0]:g}-{t.ct[1]:g} |" for t in phantoms.TISSUES)
     command = COMMAND.format(out=folder.as_posix(), subjects=subjects, seed=seed)
+    signal = ""
+    if relatedness is not None:
+        command += f" --relatedness {relatedness:g}"
+        signal = f"""
+With `--relatedness {relatedness:g}`, two more float32 images per subject (a second task
+whose relatedness to the anatomy is set by that number, `phantoms.RelatedSignal`):
+
+- `<id>_view.nii.gz`: an extra input channel: a smooth random field in world millimetres,
+  independent of the anatomy, scaled to unit RMS, plus Gaussian noise of SD
+  {phantoms.SIGNAL_VIEW_NOISE:g}.
+- `<id>_signal.nii.gz`: the target `r * ct / 1000 + (1 - r) * field`, with r =
+  {relatedness:g} and the field at RMS {phantoms.SIGNAL_FIELD_RMS:g}: at r = 0 unrelated to
+  the organs and seen only through the view channel; at r = 1 the CT in thousands of HU.
+"""
     return f"""# Pelvic MR/CT phantoms
 
 Synthetic, deterministic subjects that mirror the medical study of the SFG paper (MR -> CT
@@ -93,7 +112,7 @@ shape and affine; qform and sform both set, code 1, units mm):
   couch appears below the patient on CT only.
 - `<id>_seg.nii.gz`: labels, uint8 (table below).
 - `<id>_body.nii.gz`: body mask, uint8 0/1 (the body outline; equals `seg > 0`).
-
+{signal}
 ## Labels
 
 | value | meaning |
@@ -204,9 +223,10 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.out is not None:
-            phantoms.write_dataset(args.out, args.subjects, args.seed)
-            atomic_write_text(args.out / "README.md",
-                              readme_text(args.out, args.subjects, args.seed))
+            phantoms.write_dataset(args.out, args.subjects, args.seed,
+                                   relatedness=args.relatedness)
+            atomic_write_text(args.out / "README.md", readme_text(
+                args.out, args.subjects, args.seed, args.relatedness))
         if args.png is not None:
             draw(phantoms.PelvisPhantoms(args.seed).subject(args.png_subject), args.png)
     except SFGError as error:

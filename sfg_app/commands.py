@@ -21,7 +21,8 @@ from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import ConfigError, DataError
-from sfg_app.evaluation.grouping import plot_history, read_history, write_grouping_report
+from sfg_app.evaluation.grouping import (describe_allocation, plot_history, read_history,
+                                        write_grouping_report)
 from sfg_app.evaluation.metrics import summary_table, write_metrics
 from sfg_app.io.atomic import atomic_path
 from sfg_app.io.paths import writable_folder
@@ -156,6 +157,7 @@ def report_groups(settings) -> dict:
     summary = _write_grouping(application, model, str(settings.system.model_dir),
                               driver.iteration)
     print(_grouping_table(summary, application.group_names()))
+    print("\n".join(describe_allocation(summary)))
     return summary
 
 

@@ -53,9 +53,8 @@ ORDER = ("single_seg", "single_reg", "hard_shared", "cross_stitch", "sfg_fixed",
          "sfg_fixed_shared", "sfg")
 TABLE = [("dice_mean", 3), ("mae_hu", 1), *((f"dice_{n}", 3) for n in ORGANS.values()),
          ("psnr", 2), ("ssim", 3), ("maxp", 3)]
-DATA_SECTIONS = ("MR", "CT", "LABEL", "BODY")
 OWNED = {"SYSTEM.model_dir", "SYSTEM.seed", "SYSTEM.dataset_split_file", "TRAINING.max_iter",
-         *(f"{s}.path_to_search" for s in DATA_SECTIONS)}
+         "<section>.path_to_search"}
 REQUIRED = ("base_config", "phantoms", "iterations", "seeds", "methods")
 PRESET_KEYS = ("description", *REQUIRED, "set", "test_architectures")
 CHECKS = {  # top-level key: (test, what it expects)
@@ -99,7 +98,8 @@ def _overrides(raw, path: Path, key: str) -> dict:
     raw = {} if raw is None else raw
     _require(isinstance(raw, dict), path, key, "a mapping of SECTION.key: value", raw)
     for name, value in raw.items():
-        _require(isinstance(name, str) and "." in name.strip(".") and name not in OWNED, path,
+        _require(isinstance(name, str) and "." in name.strip(".") and name not in OWNED
+                 and not name.endswith(".path_to_search"), path,
                  f"{key}.{name}", "SECTION.key, and none the script sets itself "
                  f"({', '.join(sorted(OWNED))})", name)
         _require(not isinstance(value, dict), path, f"{key}.{name}",
@@ -190,12 +190,22 @@ def method_config(base: Path, overrides: dict, relative_to: Path) -> configparse
     return config
 
 
+def data_sections(base: Path) -> list:
+    """The sections of the base config that search a folder for images: each run reads
+    them from the work folder's phantoms."""
+    config = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
+                                       default_section="\n")
+    config.read(base, encoding="utf-8-sig")
+    return [s for s in config.sections() if config.has_option(s, "path_to_search")]
+
+
 def write_configs(preset: Preset, work: Path, methods) -> dict:
     """``{method: <work>/configs/<method>.ini}``; each run sets its model_dir and seed."""
     (work / "configs").mkdir(parents=True, exist_ok=True)
     paths = {}
     for method in methods:
-        forced = {f"{s}.path_to_search": work / "phantoms" for s in DATA_SECTIONS}
+        forced = {f"{s}.path_to_search": work / "phantoms"
+                  for s in data_sections(preset.base_config)}
         forced.update({"SYSTEM.dataset_split_file": work / "split.csv",
                        "SYSTEM.model_dir": work / "runs" / method,
                        "TRAINING.max_iter": preset.iterations})

@@ -58,6 +58,13 @@ class Application:
         """`(total, logs)`: the scalar to minimise and named scalars to log."""
         raise NotImplementedError
 
+    def loss_parts(self, model, objective, outputs, batch):
+        """`(total, logs, (terms, regulariser))`: as `compute_loss`, with the total's
+        parts: `{task: its weighted loss}` and what no task owns (the grouping's KL,
+        weight decay); they sum to the total. Training with balanced logit gradients
+        differentiates each part alone."""
+        raise NotImplementedError
+
     def summary_images(self, batch, outputs) -> dict:
         """`{name: (N, H, W, 1) images in [0, 1]}` of a batch and its outputs, for
         TensorBoard; none by default."""

@@ -51,6 +51,11 @@ class FixedWeighting(keras.layers.Layer):
     def call(self, losses):
         return fixed_weighting(losses, self.task_weights)
 
+    def terms(self, losses) -> dict:
+        """``{task: w_t L_t}``: the total's part that each task owns."""
+        return {name: weight * ops.cast(losses[name], "float32")
+                for name, weight in self.task_weights.items()}
+
     def get_config(self):
         return dict(super().get_config(), weights=self.task_weights)
 
@@ -129,6 +134,10 @@ class MultiTaskApplication(Application):
         return self._spatial(image)
 
     def compute_loss(self, model, objective, outputs, batch):
+        total, logs, _ = self.loss_parts(model, objective, outputs, batch)
+        return total, logs
+
+    def loss_parts(self, model, objective, outputs, batch):
         losses, logs = {}, {}
         for name, task in self.tasks.items():
             target = self._spatial(batch[task.target])
@@ -139,17 +148,21 @@ class MultiTaskApplication(Application):
             for metric, value in task.metrics(target, outputs[name], mask, available).items():
                 logs[f"{name}_{metric}"] = value
         total = objective(losses)
+        regulariser = ops.zeros((), "float32")
         kl_weight = self.settings.sfg.kl_weight
         if kl_weight and hasattr(model, "grouping_kl"):
             kl = model.grouping_kl()
             logs["kl"] = kl
             total = total + kl_weight * kl
+            regulariser = regulariser + kl_weight * kl
         decay = self.settings.network.decay
         if decay:
             kernels = [v for v in model.trainable_weights if v.path.endswith("kernel")]
-            total = total + decay * ops.sum(
+            weight_decay = decay * ops.sum(
                 ops.stack([ops.sum(ops.square(ops.cast(k, "float32"))) for k in kernels]))
-        return total, logs
+            total = total + weight_decay
+            regulariser = regulariser + weight_decay
+        return total, logs, (objective.terms(losses), regulariser)
 
     def summary_images(self, batch, outputs) -> dict:
         """The middle slice (along z) of the first window: the image channels, and per

@@ -38,6 +38,10 @@ LABELS = {0: "background", 1: "body", 2: "bladder", 3: "prostate", 4: "rectum", 
 
 SUBJECT_PREFIX = "pelvis_"
 FILE_SUFFIXES = ("mr", "ct", "seg", "body")
+# With a relatedness r: an extra input channel and a regression target (see RelatedSignal).
+SIGNAL_SUFFIXES = ("view", "signal")
+SIGNAL_FIELD_RMS = 0.25     # root-mean-square of the independent field in the target
+SIGNAL_VIEW_NOISE = 0.5     # noise (in units of the field's RMS) of the view channel
 
 # Default acquisition of subject i: orientation i % 6, voxel size i % 5 (voxel-axis order).
 ORIENTATIONS = ("RAS", "LPS", "LAS", "PIR", "RPI", "ASL")
@@ -671,7 +675,8 @@ class PelvisPhantoms:
 
     def _streams(self, index: int) -> list[np.random.Generator]:
         index = integer(index, "index", minimum=0)
-        children = np.random.SeedSequence([self.seed, index]).spawn(4)
+        # A fifth stream for the relatedness signal leaves the first four as they were.
+        children = np.random.SeedSequence([self.seed, index]).spawn(5)
         return [np.random.default_rng(child) for child in children]
 
     def anatomy(self, index: int) -> Anatomy:
@@ -703,6 +708,22 @@ class PelvisPhantoms:
                                                    + rng.normal(0, 8, size=3))
         return Grid.centred(shape, spacing, axcodes, centre, rotation)
 
+    def related_signal(self, index: int, grid: Grid, ct: np.ndarray, relatedness: float,
+                       chunk: int = 16384) -> RelatedSignal:
+        """Subject ``index``'s view channel and signal target on ``grid`` (the grid of its
+        ``ct``), at ``relatedness`` (see RelatedSignal)."""
+        relatedness = _relatedness(relatedness)
+        rng = self._streams(index)[4]
+        field = SmoothField.random(rng, 8, (40.0, 120.0), amplitude=SIGNAL_FIELD_RMS)
+        size = int(np.prod(grid.shape))
+        values = np.concatenate([field(grid.world(np.arange(start, min(start + chunk, size))))
+                                 [:, 0] for start in range(0, size, chunk)])
+        view = values / SIGNAL_FIELD_RMS + rng.normal(0, SIGNAL_VIEW_NOISE, size)
+        signal = relatedness * np.asarray(ct, np.float64).ravel() / 1000.0 \
+            + (1.0 - relatedness) * values
+        return RelatedSignal(relatedness, view.reshape(grid.shape).astype(np.float32),
+                             signal.reshape(grid.shape).astype(np.float32))
+
     def subject(self, index: int, grid: Grid | None = None, chunk: int = 16384) -> Phantom:
         """Subject ``index`` sampled on ``grid`` (its default acquisition when None), in
         chunks of ``chunk`` voxels to bound memory; MR gets Rician noise, CT Gaussian."""
@@ -729,6 +750,36 @@ class PelvisPhantoms:
                        fractions.reshape(shape + (len(TISSUES),)))
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class RelatedSignal:
+    """A second task whose relatedness to the anatomy is one number, r in [0, 1].
+
+    Why: whether SFG's allocation follows how related two tasks are can only be tested on
+    data where that is known and set. ``signal = r * ct / 1000 + (1 - r) * field``, where
+    ``field`` is a smooth random field in world millimetres, independent of the anatomy
+    (RMS ``SIGNAL_FIELD_RMS``); ``view`` is an extra input channel showing only the field,
+    with noise (``field / SIGNAL_FIELD_RMS + N(0, SIGNAL_VIEW_NOISE)``). At r = 0 the
+    signal is unrelated to the organs and is read from its own channel; at r = 1 it is
+    the CT in thousands of HU, identical in content to MR -> CT synthesis, and the view
+    channel carries nothing it needs; between, a mix. Both float32.
+    """
+
+    relatedness: float
+    view: np.ndarray
+    signal: np.ndarray
+
+
+def _relatedness(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise invalid("relatedness", value, "a number in [0, 1] (0: unrelated to the "
+                      "anatomy, 1: identical in content to the CT)")
+    return number
+
+
 # ------------------------------------------------------------------------------ writing
 
 def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -741,20 +792,35 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
         nib.save(image, temporary)
 
 
-def write_subject(phantom: Phantom, folder) -> dict[str, Path]:
-    """Write ``<id>_mr``, ``_ct``, ``_seg`` and ``_body`` NIfTI files; returns their paths."""
+def write_subject(phantom: Phantom, folder,
+                  signal: RelatedSignal | None = None) -> dict[str, Path]:
+    """Write ``<id>_mr``, ``_ct``, ``_seg`` and ``_body`` NIfTI files, and with ``signal``
+    ``_view`` and ``_signal``; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {suffix: folder / f"{phantom.subject_id}_{suffix}.nii.gz" for suffix in FILE_SUFFIXES}
+    images = {suffix: getattr(phantom, suffix) for suffix in FILE_SUFFIXES}
+    if signal is not None:
+        images.update(view=signal.view, signal=signal.signal)
+    paths = {suffix: folder / f"{phantom.subject_id}_{suffix}.nii.gz" for suffix in images}
     for suffix, path in paths.items():
-        _write_nifti(path, getattr(phantom, suffix), phantom.affine)
+        _write_nifti(path, images[suffix], phantom.affine)
     return paths
 
 
-def write_dataset(folder, subjects: int, seed: int, shape=None) -> list[dict[str, Path]]:
+def write_dataset(folder, subjects: int, seed: int, shape=None,
+                  relatedness: float | None = None) -> list[dict[str, Path]]:
     """Generate and write subjects 0 .. subjects-1 of ``seed``, on their default grids or
-    on grids of ``shape`` voxels over the same fields of view; returns their paths."""
+    on grids of ``shape`` voxels over the same fields of view, with the view and signal
+    images of ``relatedness`` unless it is None; returns their paths."""
     subjects = integer(subjects, "subjects", minimum=1)
+    if relatedness is not None:
+        relatedness = _relatedness(relatedness)
     generator = PelvisPhantoms(seed)
-    return [write_subject(generator.subject(index, generator.grid(index, shape)), folder)
-            for index in range(subjects)]
+    written = []
+    for index in range(subjects):
+        grid = generator.grid(index, shape)
+        phantom = generator.subject(index, grid)
+        signal = None if relatedness is None else generator.related_signal(
+            index, grid, phantom.ct, relatedness)
+        written.append(write_subject(phantom, folder, signal))
+    return written

@@ -104,14 +104,28 @@ class TrainingDriver:
         step_variable = getattr(model, "grouping_step", None)
         scaled = isinstance(optimiser, keras.optimizers.LossScaleOptimizer)
 
+        balanced = {id(v) for v in model.balanced_logits()}
+        balanced = [i for i, v in enumerate(variables) if id(v) in balanced]
+
+        def scale(loss):
+            loss = loss / replicas
+            return optimiser.scale_loss(loss) if scaled else loss
+
         def replica_step(batch):
-            with tf.GradientTape() as tape:
-                outputs = model(app.network_inputs(batch), training=True)
-                total, logs = app.compute_loss(model, objective, outputs, batch)
-                loss = total / replicas
-                if scaled:
-                    loss = optimiser.scale_loss(loss)
-            gradients = tape.gradient(loss, variables)
+            if balanced:
+                with tf.GradientTape(persistent=True) as tape:
+                    outputs = model(app.network_inputs(batch), training=True)
+                    total, logs, (terms, regulariser) = app.loss_parts(
+                        model, objective, outputs, batch)
+                    parts = [scale(term) for term in terms.values()] + [scale(regulariser)]
+                gradients = _balanced_gradients(tape, parts, variables, balanced)
+                del tape
+            else:
+                with tf.GradientTape() as tape:
+                    outputs = model(app.network_inputs(batch), training=True)
+                    total, logs = app.compute_loss(model, objective, outputs, batch)
+                    loss = scale(total)
+                gradients = tape.gradient(loss, variables)
             if scaled:
                 # LossScaleOptimizer unscales in apply; the norm is logged unscaled. It
                 # skips a step whose scaled gradients overflowed (and lowers the scale):
@@ -186,6 +200,40 @@ class TrainingDriver:
             chosen.append(handlers.SummaryHandler(self.application, plan.tensorboard_every_n))
             chosen.append(handlers.ProgressHandler())
         return chosen
+
+
+def _balanced_gradients(tape, parts, variables, balanced) -> list:
+    """The gradient of ``sum(parts)`` (the tasks' terms, then the regulariser), except
+    that on the variables at indices ``balanced`` (the grouping logits of every SFG
+    layer, taken together) each task's gradient is first scaled to the tasks' mean
+    root-mean-square size: every task pulls on the architecture as hard as the others,
+    and spreads that pull over the layers where its loss needs kernels, so that a task
+    with larger gradients does not decide the grouping alone. Sums run in the order of
+    ``parts``, so the bits do not depend on the process."""
+    per_part = [[tf.zeros(v.shape, "float32") if g is None else g
+                 for v, g in zip(variables, tape.gradient(part, variables))]
+                for part in parts]
+    tasks = per_part[:-1]
+    sizes = []
+    for grads in tasks:
+        squares = [tf.reduce_sum(tf.square(grads[i])) for i in balanced]
+        total = squares[0]
+        for square in squares[1:]:
+            total = total + square
+        sizes.append(tf.sqrt(total))
+    mean = sizes[0]
+    for size in sizes[1:]:
+        mean = mean + size
+    scales = [tf.math.divide_no_nan(mean / len(sizes), size) for size in sizes]
+    gradients = []
+    for index in range(len(variables)):
+        terms = [grads[index] * scale if index in balanced else grads[index]
+                 for grads, scale in zip(tasks, scales)] + [per_part[-1][index]]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        gradients.append(total)
+    return gradients
 
 
 def _trainable(model, objective) -> list:

@@ -81,6 +81,45 @@ def summarise(probabilities: Mapping[str, np.ndarray], groups: Sequence[str]) ->
     return {str(name): layer_grouping(p, groups, name) for name, p in probabilities.items()}
 
 
+OWN_KERNELS = 0.25    # a task "has its own kernels" in a layer from this share on
+ALL_SHARED = 0.9      # a layer this shared (or more) is read as hard sharing
+
+
+def describe_allocation(summary: Mapping) -> list[str]:
+    """The allocation in sentences a clinician-scientist reads: where each task has
+    kernels of its own, how sharing changes with depth, and what that says of the tasks.
+    Layers are numbered from 1 (input side)."""
+    layers, groups = list(summary.values()), _groups(summary)
+    tasks = [g for g in groups if g != SHARED]
+    shared = [entry["fraction"][SHARED] for entry in layers]
+    decided = np.mean([e["mean_max_probability"] for e in layers])
+    lines = []
+    if decided < 1.0 / len(groups) + 0.1:
+        lines.append(f"The grouping is barely decided (mean max probability {decided:.2f}, "
+                     f"{1 / len(groups):.2f} is none): train longer before reading it.")
+    for task in tasks:
+        own = [entry["fraction"][task] for entry in layers]
+        first = next((i for i, f in enumerate(own) if f >= OWN_KERNELS), None)
+        if first is None:
+            lines.append(f"{task} has no kernels of its own (at most {100 * max(own):.0f} % "
+                         "of a layer): it reads only shared features.")
+        else:
+            lines.append(f"{task} uses its own kernels from layer {first + 1} on "
+                         f"({', '.join(f'{100 * f:.0f} %' for f in own[first:])} of layers "
+                         f"{first + 1}-{len(own)}).")
+    if min(shared) >= ALL_SHARED:
+        lines.append("Every layer is shared: the network learned hard sharing, so the tasks "
+                     "use the same features throughout.")
+    elif shared[-1] < shared[0]:
+        lines.append(f"Shared kernels fall from {100 * shared[0]:.0f} % in layer 1 to "
+                     f"{100 * shared[-1]:.0f} % in layer {len(shared)}: the tasks share "
+                     "low-level features and part ways in the deeper layers.")
+    else:
+        lines.append(f"Shared kernels: {100 * shared[0]:.0f} % in layer 1, "
+                     f"{100 * shared[-1]:.0f} % in layer {len(shared)}.")
+    return lines
+
+
 def _groups(summary: Mapping) -> list[str]:
     return list(next(iter(summary.values()))["fraction"])
 

@@ -125,6 +125,11 @@ class MultiTaskNetwork(keras.Model):
         """``{layer name: (kernels, groups) numpy}``; groups are the tasks, then shared."""
         return {g.name: ops.convert_to_numpy(g.probabilities()) for g in self.groupings}
 
+    def balanced_logits(self) -> list:
+        """The logit variables that training moves with balanced task gradients
+        (``[SFG] logit_gradient = balanced``), one per SFG layer; empty otherwise."""
+        return []
+
     # -- serialisation --------------------------------------------------------------
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
@@ -187,6 +192,11 @@ class SFGNetwork(MultiTaskNetwork):
         batch_size = ops.shape(inputs)[0]
         return [g.masks(mode, temperature, batch_size, share, fixed)
                 for g in self.groupings]
+
+    def balanced_logits(self) -> list:
+        if self.grouping.logit_gradient != "balanced" or not self.grouping.learn_probabilities:
+            return []
+        return [g.stored_logits for g in self.groupings]
 
     def grouping_kl(self):
         """sum over SFG layers of KL(q || prior); 0 once the architecture is fixed

@@ -65,6 +65,12 @@ class UncertaintyWeighting(keras.layers.Layer):
         s = ops.cast(self.log_variances, "float32")
         return ops.sum(ops.exp(-s) * _ordered_losses(losses, self.task_names) + s)
 
+    def terms(self, losses) -> dict:
+        """``{task: exp(-s_t) L_t + s_t}``: the total's part that each task owns."""
+        s = ops.cast(self.log_variances, "float32")
+        weighted = ops.exp(-s) * _ordered_losses(losses, self.task_names) + s
+        return {name: weighted[i] for i, name in enumerate(self.task_names)}
+
     def compute_output_shape(self, input_shape):
         return ()
 

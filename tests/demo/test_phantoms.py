@@ -303,3 +303,51 @@ def test_committed_phantoms_match_the_documented_command():
         assert differ.mean() < 1e-4, (
             f"{suffix}: {differ.sum()} voxels differ; regenerate data/phantoms with the "
             "command in its README")
+
+
+# ------------------------------------------------------------------ task relatedness
+
+def test_relatedness_mixes_the_ct_with_a_field_seen_only_through_the_view():
+    generator = P.PelvisPhantoms(4)
+    grid = _grid_at(generator, 1, P.FOV_CENTRE, spacing=10.0, shape=(30, 24, 12))
+    phantom = generator.subject(1, grid)
+    at = {r: generator.related_signal(1, grid, phantom.ct, r) for r in (0.0, 0.5, 1.0)}
+    np.testing.assert_allclose(at[1.0].signal, phantom.ct / 1000.0, atol=1e-6)
+    field = at[0.0].signal
+    np.testing.assert_allclose(at[0.5].signal, 0.5 * phantom.ct / 1000.0 + 0.5 * field,
+                               atol=1e-6)
+    assert abs(np.sqrt(np.mean(field ** 2)) - P.SIGNAL_FIELD_RMS) < 0.15
+    body = phantom.body > 0
+    # The field is unrelated to the anatomy, the view shows it (and nothing of the CT),
+    # and the view is the same at every level.
+    assert abs(np.corrcoef(field[body], phantom.ct[body])[0, 1]) < 0.2
+    assert np.corrcoef(at[0.0].view.ravel(), field.ravel())[0, 1] > 0.7
+    for r in (0.5, 1.0):
+        np.testing.assert_array_equal(at[r].view, at[0.0].view)
+    assert at[0.0].view.dtype == at[0.0].signal.dtype == np.float32
+    # The four images of a subject do not change when the fifth stream is drawn.
+    np.testing.assert_array_equal(generator.subject(1, grid).mr, phantom.mr)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "half", True, float("nan")])
+def test_an_invalid_relatedness_is_named(value):
+    generator = P.PelvisPhantoms(0)
+    grid = _grid_at(generator, 0, P.FOV_CENTRE, shape=(4, 4, 4))
+    with pytest.raises(ConfigError, match=r"`relatedness`\. Expected a number in \[0, 1\]"):
+        generator.related_signal(0, grid, np.zeros((4, 4, 4)), value)
+
+
+def test_make_phantoms_writes_the_view_and_signal_of_a_relatedness(tmp_path):
+    script = _script("make_phantoms")
+    folder = tmp_path / "set"
+    assert script.main(["--out", str(folder), "--subjects", "1", "--seed", "2",
+                        "--relatedness", "0.25"]) == 0
+    names = sorted(p.name for p in folder.glob("pelvis_000_*.nii.gz"))
+    assert names == sorted(f"pelvis_000_{s}.nii.gz" for s in P.FILE_SUFFIXES
+                           + P.SIGNAL_SUFFIXES)
+    readme = (folder / "README.md").read_text()
+    assert "--subjects 1 --seed 2 --relatedness 0.25" in readme and "`<id>_view" in readme
+    signal = nib.load(folder / "pelvis_000_signal.nii.gz")
+    ct = nib.load(folder / "pelvis_000_ct.nii.gz")
+    np.testing.assert_array_equal(signal.affine, ct.affine)
+    assert signal.get_data_dtype() == np.float32

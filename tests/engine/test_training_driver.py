@@ -214,3 +214,35 @@ def test_a_resume_drops_the_grouping_history_after_its_checkpoint(tmp_path):
     TrainingDriver(RegressionApplication(), plan(tmp_path, max_iter=12)).run()
     assert [line.split(",")[0] for line in history.read_text().splitlines()] == \
         ["step", "5", "10"]
+
+
+def test_balanced_gradients_equalise_the_tasks_on_the_logits_only():
+    """On the logits (all layers together) each task's gradient is scaled to the tasks'
+    mean size before the sum; every other variable gets the plain gradient of the total."""
+    import tensorflow as tf
+
+    from sfg_app.engine.training import _balanced_gradients
+
+    weight = tf.Variable([1.0, -2.0, 0.5])
+    logits = [tf.Variable([[0.3, -0.1], [0.2, 0.4]]), tf.Variable([[0.1, 0.2]])]
+    a, b = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[4.0, 0.0], [0.0, 4.0]])
+    with tf.GradientTape(persistent=True) as tape:
+        big = 10.0 * tf.reduce_sum(weight * 3.0) + 10.0 * tf.reduce_sum(logits[0] * a)
+        small = (tf.reduce_sum(tf.square(weight)) + 0.1 * tf.reduce_sum(logits[0] * b)
+                 + 0.1 * tf.reduce_sum(logits[1] * [[1.0, -1.0]]))
+        regulariser = 0.5 * tf.reduce_sum(tf.square(logits[0]))
+        total = big + small + regulariser
+    variables = [weight, *logits]
+    gradients = _balanced_gradients(tape, [big, small, regulariser], variables, [1, 2])
+    plain = tape.gradient(total, variables)
+    np.testing.assert_allclose(gradients[0].numpy(), plain[0].numpy(), rtol=1e-6)
+    big_grads = [10.0 * a, np.zeros((1, 2))]
+    small_grads = [0.1 * b, 0.1 * np.array([[1.0, -1.0]])]
+    sizes = [np.sqrt(sum(np.sum(g ** 2) for g in grads)) for grads in (big_grads,
+                                                                      small_grads)]
+    mean = np.mean(sizes)
+    for i, variable in enumerate(logits):
+        expected = (big_grads[i] * mean / sizes[0] + small_grads[i] * mean / sizes[1]
+                    + (variable.numpy() if i == 0 else 0.0))
+        np.testing.assert_allclose(gradients[1 + i].numpy(), expected, rtol=1e-5)
+    assert not np.allclose(gradients[1].numpy(), plain[1].numpy())

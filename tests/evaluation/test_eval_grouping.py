@@ -64,6 +64,32 @@ def test_the_table_of_sfg_groups_has_a_max_p_column():
     assert deep == ["deep", "8", "25", "25", "50", "1.00"]
 
 
+def _one_hot_layer(counts):
+    """Kernels one-hot in groups (organs, field, shared) ``counts`` times each."""
+    return np.repeat(np.eye(3) * 0.97 + 0.01, counts, axis=0)
+
+
+def test_the_allocation_in_words_names_own_kernels_and_sharing_with_depth():
+    summary = grouping.summarise({f"sfg_{i}": _one_hot_layer(c) for i, c in enumerate(
+        [(0, 2, 6), (1, 3, 4), (4, 3, 1)])}, ["organs", "field", "shared"])
+    organs, field, shared = grouping.describe_allocation(summary)
+    assert organs == "organs uses its own kernels from layer 3 on (50 % of layers 3-3)."
+    assert field == "field uses its own kernels from layer 1 on (25 %, 38 %, 38 % of layers 1-3)."
+    assert shared.startswith("Shared kernels fall from 75 % in layer 1 to 12 % in layer 3")
+
+
+def test_the_allocation_in_words_of_hard_sharing_and_an_undecided_layer():
+    shared_only = grouping.summarise({"a": _one_hot_layer((0, 0, 8)),
+                                      "b": _one_hot_layer((0, 1, 15))}, ["organs", "field",
+                                                                       "shared"])
+    lines = grouping.describe_allocation(shared_only)
+    assert lines[0].startswith("organs has no kernels of its own (at most 0 %")
+    assert lines[-1].startswith("Every layer is shared: the network learned hard sharing")
+    undecided = grouping.summarise({"a": UNDECIDED}, GROUPS)
+    assert grouping.describe_allocation(undecided)[0].startswith("The grouping is barely "
+                                                                 "decided")
+
+
 def test_the_figure_fades_and_marks_an_undecided_layer(tmp_path, monkeypatch):
     figures = []
     monkeypatch.setattr(grouping, "_save_figure", lambda figure, path: figures.append(figure))

@@ -33,6 +33,8 @@ from sfg_app.layers.grouping import (DirichletLogits, FilterGrouping, GroupingCo
     (dict(warmup_iter=2.5), r"`warmup_iter`\. Expected an integer >= 0"),
     (dict(norm_parameters="global"), r"`norm_parameters`\. Expected one of per_group, "
                                      r"shared"),
+    (dict(logit_gradient="mean"), r"`logit_gradient`\. Expected one of sum, shared_mean, balanced\. "
+                                  r"Received logit_gradient='mean'"),
     (dict(init=(0.5, 0.6, 0.1)), r"`init`\. Expected G probabilities \(one per task, then "
                                  r"the shared group\) summing to 1\. .*They sum to 1\.2"),
     (dict(prior=(1.0, 0.0)), r"`prior`\. .*Item 2 \(0\.0\) is not a number > 0"),
@@ -217,6 +219,26 @@ def test_straight_through_gradient_is_the_soft_gradient(gradients):
                            [soft_layer.stored_logits])
     np.testing.assert_allclose(hard_grad, soft_grad, rtol=1e-5, atol=1e-6)
     assert np.abs(hard_grad).max() > 0
+
+
+def test_balanced_masks_divide_the_shared_gradient_by_the_number_of_tasks(gradients):
+    """Forward unchanged; backward, the shared column's gradient is 1/T of the plain one
+    (T = 3 here): the logits' gradient equals the plain layer's under an upstream
+    gradient whose shared column is divided by 3. Same seed, so the same draws."""
+    weights = np.arange(20, dtype=np.float32).reshape(5, 4) - 7.0
+    divided = weights.copy()
+    divided[:, -1] /= 3.0
+    plain = _built(5, 4, seed=3, init="dirichlet")
+    balanced = _built(5, 4, seed=3, init="dirichlet", logit_gradient="balanced")
+    np.testing.assert_array_equal(ops.convert_to_numpy(_built(
+        5, 4, seed=3, init="dirichlet").masks("train", 0.7)), ops.convert_to_numpy(
+        _built(5, 4, seed=3, init="dirichlet", logit_gradient="balanced").masks("train", 0.7)))
+    expected, = gradients(lambda: ops.sum(plain.masks("train", 0.7) * divided),
+                          [plain.stored_logits])
+    got, = gradients(lambda: ops.sum(balanced.masks("train", 0.7) * weights),
+                     [balanced.stored_logits])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(got).max() > 0
 
 
 def test_soft_samples_sharpen_as_the_temperature_falls():
