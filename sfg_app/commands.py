@@ -15,7 +15,7 @@ import sys
 import tensorflow as tf
 
 from sfg_app import runtime
-from sfg_app.config import save_settings
+from sfg_app.config import settings_text
 from sfg_app.engine.checkpoints import CheckpointStore, variables_by_path
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan
@@ -26,10 +26,10 @@ from sfg_app.evaluation.grouping import (describe_allocation, plot_history, read
 from sfg_app.evaluation.metrics import summary_table, write_metrics
 from sfg_app.io.atomic import atomic_path
 from sfg_app.io.paths import writable_folder
+from sfg_app.io.run_folder import RunFolder
 from sfg_app.networks.compact import compact_network
 from sfg_app.registry import APPLICATIONS
 
-SETTINGS_FILE = "settings.yaml"
 GROUPING_FOLDER = "grouping"
 HISTORY_FILE = "grouping_history.csv"
 
@@ -38,14 +38,45 @@ def make_application(settings):
     return APPLICATIONS.get(settings.system.application)(settings)
 
 
-def train(settings) -> None:
-    """Train (resuming when model_dir has checkpoints), then report the grouping."""
+def claim_run(settings, stack, command_line: str) -> str | None:
+    """Before `sfg_train` writes anything: the run folder's lock, held in `stack` (a
+    RunFolderBusy when another process trains there), and the config's network checked
+    against the one the checkpoints hold (a NetworkMismatch listing the differences).
+    Returns a message when the checkpoints already reach max_iter: nothing to do, and
+    nothing written."""
     model_dir = writable_folder(str(settings.system.model_dir), "the run's checkpoints and logs")
-    save_settings(settings, os.path.join(model_dir, SETTINGS_FILE))
+    run = RunFolder(model_dir)
+    found = CheckpointStore(model_dir).iterations()
+    if found:
+        run.check_identity(make_application(settings).network_identity(),
+                           "resume training from its checkpoints")
+        if settings.training.starting_iter == -1 and found[-1] >= settings.training.max_iter:
+            return (f"Nothing to do: the checkpoint is at iteration {found[-1]}, "
+                    f"[TRAINING] max_iter = {settings.training.max_iter}.")
+    stack.enter_context(run.writer(command_line))
+    return None
+
+
+def check_network(settings, what: str) -> None:
+    """A NetworkMismatch, before any work, when the config describes another network
+    than the one trained in model_dir (`what`: what the command was about to do)."""
+    run = RunFolder(str(settings.system.model_dir))
+    if run.recorded_identity() is not None:
+        run.check_identity(make_application(settings).network_identity(), what)
+
+
+def train(settings) -> None:
+    """Train (resuming when model_dir has checkpoints), then report the grouping. The
+    run's record (settings, the network's identity) is written as training starts."""
+    model_dir = writable_folder(str(settings.system.model_dir), "the run's checkpoints and logs")
+    run = RunFolder(model_dir)
+    application = make_application(settings)
+    if not CheckpointStore(model_dir).iterations():
+        run.record_identity(application.network_identity())
+    run.record_settings(settings_text(settings))
     notice = runtime.onednn_notice()
     if notice:
         print(notice, file=sys.stderr)
-    application = make_application(settings)
     state = TrainingDriver(application, TrainingPlan.from_settings(settings)).run()
     if state.chief and state.model.grouping_probabilities():
         _write_grouping(application, state.model, model_dir, state.iteration)

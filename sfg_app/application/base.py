@@ -58,6 +58,12 @@ class Application:
         """`(total, logs)`: the scalar to minimise and named scalars to log."""
         raise NotImplementedError
 
+    def balanced_variables(self, model) -> list:
+        """Variables whose gradient the training step builds from each task's gradient
+        scaled to a common size (the grouping logits with `[SFG] logit_gradient =
+        balanced`); none by default."""
+        return []
+
     def loss_parts(self, model, objective, outputs, batch):
         """`(total, logs, (terms, regulariser))`: as `compute_loss`, with the total's
         parts: `{task: its weighted loss}` and what no task owns (the grouping's KL,

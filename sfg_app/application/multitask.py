@@ -82,13 +82,42 @@ class MultiTaskApplication(Application):
         window = self.data.window_size[:self.spatial_dims]
         return tuple(window) + (self.input_channels,)
 
+    def network_identity(self) -> dict:
+        """What defines the network and the meaning of its outputs, as ``{"SECTION.key":
+        value}`` in config terms: a checkpoint restored into a network that differs in any
+        of them gives wrong outputs, or fails after a flood of warnings. Preprocessing,
+        the learning rate, schedules and inference options may change."""
+        settings, network = self.settings, self.settings.network
+        identity = {"NETWORK.name": network.name, "NETWORK.layer_scale": network.layer_scale,
+                    "NETWORK.activation_function": network.activation_function,
+                    "NETWORK.norm_layer": network.norm_layer,
+                    "MULTITASK.image": list(self.data.roles.images),
+                    "input channels": self.input_channels,
+                    "spatial dimensions (spatial_window_size)": self.spatial_dims,
+                    "MULTITASK.tasks": list(self.tasks),
+                    "MULTITASK.weighting": settings.multitask.weighting}
+        for name, task in self.tasks.items():
+            values = settings.tasks[name]
+            identity[f"TASK {name}.type"] = values.type
+            identity[f"TASK {name} head"] = f"{task.head_kind} x {task.head_channels}"
+            for key in ("target_shift", "target_scale"):
+                if hasattr(values, key):
+                    identity[f"TASK {name}.{key}"] = getattr(values, key)
+        if self._is_sfg(NETWORKS.get(network.name)):
+            identity.update({"SFG.connectivity": settings.sfg.connectivity,
+                             "SFG.norm_parameters": settings.sfg.norm_parameters})
+        return identity
+
+    @staticmethod
+    def _is_sfg(network_class) -> bool:
+        return "grouping" in inspect.signature(network_class).parameters
+
     def build_network(self):
         settings, network = self.settings, self.settings.network
         network_class = NETWORKS.get(network.name)
         options = dict(heads=head_specs(self.tasks), layer_scale=network.layer_scale,
                        activation=network.activation_function, norm_layer=network.norm_layer)
-        parameters = inspect.signature(network_class).parameters
-        if "grouping" in parameters:
+        if self._is_sfg(network_class):
             sfg = settings.sfg
             finetune = min(sfg.finetune_iter, settings.training.max_iter)
             options["grouping"] = GroupingConfig(
@@ -132,6 +161,9 @@ class MultiTaskApplication(Application):
         images = [ops.cast(batch[name], "float32") for name in self.data.roles.images]
         image = images[0] if len(images) == 1 else ops.concatenate(images, axis=-1)
         return self._spatial(image)
+
+    def balanced_variables(self, model) -> list:
+        return model.balanced_logits()
 
     def compute_loss(self, model, objective, outputs, batch):
         total, logs, _ = self.loss_parts(model, objective, outputs, batch)

@@ -11,6 +11,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Callable, Sequence
@@ -64,12 +65,19 @@ def build_parser(prog: str, description: str, example: str) -> argparse.Argument
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                 command: Callable[[argparse.Namespace, object], object],
-                makes_model_dir: Callable[[argparse.Namespace], bool] = lambda args: False
-                ) -> int:
+                makes_model_dir: Callable[[argparse.Namespace], bool] = lambda args: False,
+                preflight: Callable | None = None,
+                logs: Callable[[argparse.Namespace], bool] = lambda args: True) -> int:
     """Parses ``argv``, loads the settings and runs ``command(args, settings)`` with the
     console of ``console_session``: the log file ``<model_dir>/<prog>.log``, kept when
-    the model folder exists or ``makes_model_dir(args)`` says the command creates it (a
-    command that fails on an untrained folder leaves nothing behind).
+    ``logs(args)`` and the model folder exists or ``makes_model_dir(args)`` says the
+    command creates it (a command that fails on an untrained folder leaves nothing
+    behind).
+
+    ``preflight(args, settings, stack)`` runs first, before the log is opened, so that a
+    command it refuses changes nothing in the run folder: it raises to refuse, enters
+    what the command must hold (a lock) into the ``contextlib.ExitStack`` ``stack``, and
+    returns a message instead of None when there is nothing to do (printed; status 0).
 
     An ``SFGError`` or an operating-system error becomes ``prog: error: message`` on
     stderr and status 2, with no traceback; Ctrl-C becomes status 130, a run stopped by
@@ -88,10 +96,24 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         settings = load_settings(args.config, args.overrides)
     except SFGError as error:
         return _fail(parser.prog, str(error))
-    model_dir = str(settings.system.model_dir)
-    log_path = None
-    if os.path.isdir(model_dir) or makes_model_dir(args):
-        log_path = os.path.join(model_dir, f"{parser.prog}.log")
+    with contextlib.ExitStack() as stack:
+        try:
+            done = preflight(args, settings, stack) if preflight else None
+        except SFGError as error:
+            return _fail(parser.prog, str(error))
+        except OSError as error:
+            return _fail(parser.prog, describe_os_error(error))
+        if done:
+            print(f"{parser.prog}: {done}", file=sys.stderr)
+            return 0
+        return _run(parser, argv, command, args, settings,
+                    logs(args) and (os.path.isdir(str(settings.system.model_dir))
+                                    or makes_model_dir(args)))
+
+
+def _run(parser, argv, command, args, settings, log: bool) -> int:
+    log_path = os.path.join(str(settings.system.model_dir), f"{parser.prog}.log") \
+        if log else None
     with console_session(parser.prog, log_path, argv):
         try:
             command(args, settings)

@@ -34,7 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.export(settings, args.task, output_dir=args.output,
                         overwrite=args.overwrite)
 
-    return run_command(parser, argv, export)
+    def same_network(args, settings, stack):
+        from sfg_app import commands
+
+        commands.check_network(settings, "export its trained network")
+
+    return run_command(parser, argv, export, preflight=same_network)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         commands.report_groups(settings)
 
-    return run_command(parser, argv, report)
+    def same_network(args, settings, stack):
+        from sfg_app import commands
+
+        commands.check_network(settings, "report its learned grouping")
+
+    return run_command(parser, argv, report, preflight=same_network)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.infer(settings, inputs=args.input, output_dir=args.output,
                        overwrite=args.overwrite, network=args.network)
 
-    return run_command(parser, argv, infer)
+    def same_network(args, settings, stack):
+        if args.network is None:
+            from sfg_app import commands
+
+            commands.check_network(settings, "infer with its checkpoints")
+
+    return run_command(parser, argv, infer, preflight=same_network)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Sequence
 
@@ -25,7 +26,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             commands.train(settings)
 
-    return run_command(parser, argv, train, makes_model_dir=lambda args: not args.check)
+    def claim(args, settings, stack):
+        if args.check:
+            return None
+        from sfg_app import commands
+
+        return commands.claim_run(settings, stack, shlex.join(
+            ["sfg_train", *(sys.argv[1:] if argv is None else argv)]))
+
+    return run_command(parser, argv, train, makes_model_dir=lambda args: not args.check,
+                       preflight=claim, logs=lambda args: not args.check)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,15 @@ _Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", data, flow_style=True))
 
 
+def settings_text(settings: Settings) -> str:
+    """Every resolved value as the YAML text that `save_settings` writes."""
+    header = (f"# Settings of an sfg run, resolved from {settings.source} (config format "
+              f"version {CONFIG_VERSION}).\n# Every key is listed by `sfg_train "
+              "--help-config`.\n")
+    return header + yaml.dump(settings.to_dict(), Dumper=_Dumper, sort_keys=False,
+                              default_flow_style=False, allow_unicode=True)
+
+
 def save_settings(settings: Settings, path: str | os.PathLike) -> None:
     """Writes every resolved value as YAML; loading the file gives equal settings.
 
@@ -82,11 +91,7 @@ def save_settings(settings: Settings, path: str | os.PathLike) -> None:
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Settings of an sfg run, resolved from {settings.source} (config format "
-              f"version {CONFIG_VERSION}).\n# Every key is listed by `sfg_train "
-              "--help-config`.\n")
-    text = header + yaml.dump(settings.to_dict(), Dumper=_Dumper, sort_keys=False,
-                              default_flow_style=False, allow_unicode=True)
+    text = settings_text(settings)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         temporary.write_text(text, encoding="utf-8")

@@ -104,7 +104,7 @@ class TrainingDriver:
         step_variable = getattr(model, "grouping_step", None)
         scaled = isinstance(optimiser, keras.optimizers.LossScaleOptimizer)
 
-        balanced = {id(v) for v in model.balanced_logits()}
+        balanced = {id(v) for v in app.balanced_variables(model)}
         balanced = [i for i, v in enumerate(variables) if id(v) in balanced]
 
         def scale(loss):

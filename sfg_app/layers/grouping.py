@@ -304,7 +304,7 @@ class FilterGrouping(keras.layers.Layer):
         if sampling_share is not None and self.grouping.warmup_iter > 0:
             expected = ops.exp(log_p)
             sampled = expected + ops.cast(sampling_share, "float32") * (sampled - expected)
-        if self.grouping.logit_gradient != "sum":
+        if self.grouping.logit_gradient in ("shared_mean", "balanced"):
             sampled = self._shared_gradient_per_task(sampled)
         if fixed is None or self.grouping.fixed_from is None:
             return sampled

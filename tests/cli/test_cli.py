@@ -56,7 +56,9 @@ def engine(monkeypatch):
         evaluate=lambda settings: calls.append(("evaluate", settings)),
         report_groups=lambda settings: calls.append(("report_groups", settings)),
         infer=lambda settings, inputs=None, output_dir=None, overwrite=False, network=None:
-        calls.append(("infer", settings, inputs, output_dir, overwrite, network)))
+        calls.append(("infer", settings, inputs, output_dir, overwrite, network)),
+        claim_run=lambda settings, stack, command_line: None,
+        check_network=lambda settings, what: None)
     monkeypatch.setitem(sys.modules, "sfg_app.commands", fake)
     monkeypatch.setattr(sfg_app, "commands", fake, raising=False)
     return calls

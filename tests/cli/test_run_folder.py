@@ -1,0 +1,186 @@
+"""A run folder holds one network and has one writer: a config that describes another
+network is refused by every command before any work, with the folder left byte for byte
+as it was; a second `sfg_train` on a folder in use exits 2 at once."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sfg_app.cli import export as cli_export
+from sfg_app.cli import groups as cli_groups
+from sfg_app.cli import infer as cli_infer
+from sfg_app.cli import train as cli_train
+from sfg_app.config import save_settings, settings_from_dict
+from sfg_app.demo.phantoms import write_dataset
+from sfg_app.io.run_folder import RunFolder
+
+SHAPE = (20, 18, 16)
+
+
+def sections(model_dir: str) -> dict:
+    return {
+        "SYSTEM": {"model_dir": model_dir, "seed": 1, "num_threads": 0},
+        "MR": {"path_to_search": "data", "filename_contains": "_mr",
+               "spatial_window_size": (16, 16, 16), "normalisation": "zscore"},
+        "CT": {"path_to_search": "data", "filename_contains": "_ct",
+               "spatial_window_size": (16, 16, 16)},
+        "LABEL": {"path_to_search": "data", "filename_contains": "_seg"},
+        "NETWORK": {"name": "sfg_highres3dnet", "batch_size": 1, "layer_scale": 0.25},
+        "MULTITASK": {"image": "MR", "tasks": "organs, synth_ct"},
+        "TASK organs": {"type": "segmentation", "target": "LABEL", "num_classes": 6},
+        "TASK synth_ct": {"type": "regression", "target": "CT", "target_scale": 1000},
+        "TRAINING": {"max_iter": 2, "save_every_n": 100,
+                     "exclude_fraction_for_inference": 0.3},
+        "INFERENCE": {"border": (2, 2, 2)},
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run_folder")
+    write_dataset(folder / "data", subjects=3, seed=1, shape=SHAPE)
+    config = folder / "config.yaml"
+    save_settings(settings_from_dict(sections("run"), base_dir=folder), config)
+    assert cli_train.main(["--config", str(config)]) == 0
+    return {"config": str(config), "run": folder / "run"}
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes' digest (and every folder)."""
+    found = {}
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            found[os.path.relpath(os.path.join(root, name), folder)] = "folder"
+        for name in files:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, folder)] = hashlib.sha256(
+                Path(path).read_bytes()).hexdigest()
+    return found
+
+
+def test_training_records_the_network_and_its_settings(trained):
+    run = RunFolder(trained["run"])
+    identity = yaml.safe_load(run.network.read_text())
+    assert identity["NETWORK.name"] == "sfg_highres3dnet"
+    assert identity["MULTITASK.tasks"] == ["organs", "synth_ct"]
+    assert identity["TASK organs head"] == "voxel x 6"
+    assert identity["input channels"] == 1 and identity["SFG.connectivity"] == "mixed"
+    assert run.settings.exists() and (trained["run"] / RunFolder.LOCK).exists()
+
+
+def _without_ct_task(config):
+    config["MULTITASK"]["tasks"] = "organs"
+    del config["TASK synth_ct"]
+
+
+def _with_body_task(config):
+    config["MULTITASK"]["tasks"] = "organs, synth_ct, body"
+    config["TASK body"] = {"type": "segmentation", "target": "LABEL", "num_classes": 2}
+
+
+CHANGES = {  # change: (what it does to the config's sections, the key named)
+    "task order": (lambda c: c["MULTITASK"].update(tasks="synth_ct, organs"),
+                   "MULTITASK.tasks"),
+    "a task removed": (_without_ct_task, "MULTITASK.tasks"),
+    "a task added": (_with_body_task, "TASK body head"),
+    "network name": (lambda c: c["NETWORK"].update(name="hard_shared"), "NETWORK.name"),
+    "layer_scale": (lambda c: c["NETWORK"].update(layer_scale=0.5), "NETWORK.layer_scale"),
+    "num_classes": (lambda c: c["TASK organs"].update(num_classes=7), "TASK organs head"),
+    "an input section added": (lambda c: c["MULTITASK"].update(image="MR, CT"),
+                               "MULTITASK.image"),
+    "target_scale": (lambda c: c["TASK synth_ct"].update(target_scale=100),
+                     "TASK synth_ct.target_scale"),
+}
+COMMANDS = {
+    "resume": (cli_train, ["--set", "TRAINING.max_iter=4"], "resume training"),
+    "sfg_infer": (cli_infer, [], "infer with its checkpoints"),
+    "sfg_groups": (cli_groups, [], "report its learned grouping"),
+    "sfg_export": (cli_export, ["--task", "organs"], "export its trained network"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_changed_network_is_refused_and_the_folder_is_untouched(trained, change, command,
+                                                                   capsys, tmp_path):
+    edit, key = CHANGES[change]
+    module, extra, what = COMMANDS[command]
+    config = sections(str(trained["run"]))
+    edit(config)
+    path = tmp_path / "changed.yaml"
+    save_settings(settings_from_dict(config, base_dir=trained["run"].parent), path)
+    before = snapshot(trained["run"])
+    assert module.main(["--config", str(path), *extra]) == 2
+    error = capsys.readouterr().err
+    assert "describes another network than the one trained in" in error
+    assert f"so it cannot {what}" in error
+    assert f"  {key}: trained " in error and ", now " in error
+    assert "give the changed network a new [SYSTEM] model_dir" in error
+    assert "WARNING" not in error and "Traceback" not in error
+    assert snapshot(trained["run"]) == before
+
+
+def test_nothing_to_do_and_check_leave_the_folder_untouched(trained, capsys):
+    before = snapshot(trained["run"])
+    assert cli_train.main(["--config", trained["config"]]) == 0
+    assert "Nothing to do: the checkpoint is at iteration 2" in capsys.readouterr().err
+    assert cli_train.main(["--config", trained["config"], "--check"]) == 0
+    assert snapshot(trained["run"]) == before
+
+
+def test_a_resume_with_other_training_settings_keeps_the_earlier_record(tmp_path):
+    run = RunFolder(tmp_path)
+    run.record_settings("lr: 0.1\n")
+    os.utime(run.settings, (1_700_000_000, 1_700_000_000))
+    run.record_settings("lr: 0.1\n")  # unchanged: nothing kept twice
+    assert not (tmp_path / RunFolder.SETTINGS_HISTORY).exists()
+    run.record_settings("lr: 0.01\n")
+    assert run.settings.read_text() == "lr: 0.01\n"
+    kept, = (tmp_path / RunFolder.SETTINGS_HISTORY).iterdir()
+    assert kept.name.startswith("settings_2023-11-") and kept.read_text() == "lr: 0.1\n"
+
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from sfg_app.io.run_folder import RunFolder
+    with RunFolder(sys.argv[1]).writer("sfg_train --config held.ini"):
+        print("held", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(trained, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(trained["run"])],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(trained["run"])
+        start = time.monotonic()
+        assert cli_train.main(["--config", trained["config"],
+                               "--set", "TRAINING.max_iter=4"]) == 2
+        assert time.monotonic() - start < 30
+        error = capsys.readouterr().err
+        assert f"is in use by another sfg_train (pid {holder.pid}: sfg_train --config " \
+               "held.ini)" in error
+        assert "give this run another [SYSTEM] model_dir" in error
+        assert snapshot(trained["run"]) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # The operating system released the lock with its process: no clean-up needed.
+    with RunFolder(trained["run"]).writer("next"):
+        pass
+
+
+def test_a_damaged_identity_record_is_named(tmp_path):
+    run = RunFolder(tmp_path)
+    run.network.write_text("- a list\n")
+    with pytest.raises(Exception, match=r"network.yaml is not the mapping that sfg_train"):
+        run.check_identity({"NETWORK.name": "x"}, "infer")
