@@ -88,6 +88,10 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     except SystemExit as stop:  # --help, --help-config and argument errors
         return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     # The engine runs on TensorFlow whatever backend the shell names for other work.
+    chosen = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if chosen != "tensorflow":
+        print(f"{parser.prog}: KERAS_BACKEND={chosen} is set; sfg's engine runs on "
+              "tensorflow (the networks alone also run on torch and jax).", file=sys.stderr)
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sfg_app.config import load_settings

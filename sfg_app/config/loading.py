@@ -35,6 +35,10 @@ def settings_from_text(text: str, syntax: str = "ini", source: str = "<string>",
     return build_settings(raw)
 
 
+#: Larger than any real config; a bigger file is another kind of file given by mistake.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_settings(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Settings:
     """Settings from an INI (.ini, .cfg) or YAML (.yaml, .yml) file, then the overrides."""
     path = pathlib.Path(path)
@@ -42,7 +46,13 @@ def load_settings(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Set
     if syntax is None:
         raise ConfigError(f"{path}: unknown config file extension {path.suffix!r}. Expected "
                           f"one of {', '.join(_SYNTAX_OF_EXTENSION)}.")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path}: not a regular file (a folder, a pipe or a device); "
+                          "give the path of a config file.")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config file is at "
+                              f"most {MAX_CONFIG_BYTES} bytes. Is it the right file?")
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"Config file not found: {path} (looked in "

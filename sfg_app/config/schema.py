@@ -87,7 +87,7 @@ SYSTEM = SectionSchema(
     key("dataset_split_file", Path(), UnderModelDir("dataset_split.csv"),
         "CSV of `subject_id,training|validation|inference` rows, made once from the "
         "exclude fractions and the seed, then reused."),
-    key("seed", Int(0), 0, "Seed of the data split, window sampling, augmentation and "
+    key("seed", Int(0, 2 ** 32 - 1), 0, "Seed of the data split, window sampling, augmentation and "
         "weight initialisation."),
     key("strategy", Choice("default", "mirrored", "multi_worker"), "default",
         "Distribution: one device, every local GPU (mirrored), or several machines."),

@@ -180,6 +180,9 @@ def read_yaml(text: str, source: str, base_dir: pathlib.Path) -> RawConfig:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deep for a config (a config is "
+                          "sections of keys, each a value or a flat list).") from None
     raw = RawConfig(source)
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         return raw

@@ -103,14 +103,18 @@ class ValueType:
         return value
 
 
+def _shown(number) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
 def _bound_phrase(low, high, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None and not low_open and not high_open:
-        return f" from {low:g} to {high:g}"
+        return f" from {_shown(low)} to {_shown(high)}"
     parts = []
     if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
+        parts.append(f"{'>' if low_open else '>='} {_shown(low)}")
     if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
+        parts.append(f"{'<' if high_open else '<='} {_shown(high)}")
     return " " + " and ".join(parts) if parts else ""
 
 
@@ -136,7 +140,9 @@ class Int(_Bounded):
     _pattern = re.compile(r"[+-]?[0-9]+")
 
     def parse(self, text, base_dir):
-        if not self._pattern.fullmatch(text):
+        # More digits than any size or count: refused before Python converts them (it
+        # refuses above 4300 digits with its own error).
+        if len(text) > 40 or not self._pattern.fullmatch(text):
             raise Invalid()
         return self.check(int(text))
 

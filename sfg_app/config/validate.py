@@ -111,7 +111,8 @@ def _unknown_key(header: str, key: str, section: schema.SectionSchema) -> str:
 
 
 def _received(value: Any) -> str:
-    return repr(value.strip()) if isinstance(value, str) else repr(value)
+    shown = repr(value.strip()) if isinstance(value, str) else repr(value)
+    return shown if len(shown) <= 80 else f"{shown[:60]}... ({len(shown)} characters)"
 
 
 def invalid_value(header: str, key: str, expected: str, received: Any, hint: str = "") -> str:

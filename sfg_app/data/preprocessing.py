@@ -173,6 +173,12 @@ def _as_labels(data: np.ndarray, path: str) -> np.ndarray:
         raise DataError(f"The label image {path!r} has non-integer values such as "
                         f"{_some(fractional, 5)}; expected class labels. "
                         "Set kind = image for it, or fix the file.")
+    # Checked before the cast: int64 4294967298 would become class 2.
+    limits = np.iinfo(np.int32)
+    if data.size and (data.min() < limits.min or data.max() > limits.max):
+        raise DataError(f"The label image {path!r} has values up to {float(data.max()):g} "
+                        f"and down to {float(data.min()):g}, beyond any class label "
+                        f"({limits.min}..{limits.max}); fix the label file.")
     return data.astype(np.int32)
 
 

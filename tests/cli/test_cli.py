@@ -1,5 +1,6 @@
 """The command-line front ends, run in-process through ``main(argv)``."""
 
+import os
 import argparse
 import sys
 import types
@@ -212,3 +213,21 @@ def test_package_version_matches_setup():
 
     setup = (pathlib.Path(__file__).resolve().parents[2] / "setup.py").read_text()
     assert re.search(r'VERSION = "([^"]+)"', setup).group(1) == sfg_app.__version__
+
+
+def test_a_users_other_keras_backend_gets_one_line(config_file, engine, capsys,
+                                                   monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert evaluate.main(["--config", str(config_file)]) == 0
+    assert "KERAS_BACKEND=torch is set; sfg's engine runs on tensorflow" in \
+        capsys.readouterr().err
+    assert os.environ["KERAS_BACKEND"] == "tensorflow"
+
+
+def test_train_check_leaves_an_existing_run_folder_and_its_log_alone(config_file, engine,
+                                                                      tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "sfg_train.log").write_text("the run's log\n")
+    assert train.main(["--config", str(config_file), "--check"]) == 0
+    assert (tmp_path / "run" / "sfg_train.log").read_text() == "the run's log\n"
+    assert os.listdir(tmp_path / "run") == ["sfg_train.log"]

@@ -184,3 +184,40 @@ def test_a_damaged_identity_record_is_named(tmp_path):
     run.network.write_text("- a list\n")
     with pytest.raises(Exception, match=r"network.yaml is not the mapping that sfg_train"):
         run.check_identity({"NETWORK.name": "x"}, "infer")
+
+
+def _checkpoint_values(run: Path) -> dict:
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run / "checkpoints"))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if "save_counter" not in key}
+
+
+def test_two_trainings_started_together_one_refused_the_other_as_alone(tmp_path):
+    """Two `sfg_train` on one folder at once: one exits 2 without touching it, the other
+    trains as the same run alone does, to the last bit."""
+    import numpy as np
+
+    write_dataset(tmp_path / "data", subjects=3, seed=1, shape=SHAPE)
+    configs = {}
+    for name in ("shared", "alone"):
+        config = sections(name)
+        config["TRAINING"].update(max_iter=8, save_every_n=4)
+        configs[name] = tmp_path / f"{name}.yaml"
+        save_settings(settings_from_dict(config, base_dir=tmp_path), configs[name])
+    command = [sys.executable, "-m", "sfg_app.cli.train", "--config", str(configs["shared"])]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    both = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
+            for _ in range(2)]
+    outcomes = sorted((process.wait(timeout=600), process.stderr.read()) for process in both)
+    (ok, _), (refused, message) = outcomes
+    assert (ok, refused) == (0, 2), outcomes
+    assert "is in use by another sfg_train (pid " in message
+    assert subprocess.run([sys.executable, "-m", "sfg_app.cli.train", "--config",
+                           str(configs["alone"])], env=environment,
+                          capture_output=True).returncode == 0
+    shared, alone = (_checkpoint_values(tmp_path / name) for name in ("shared", "alone"))
+    assert shared.keys() == alone.keys() and len(shared) > 10
+    for key in shared:
+        np.testing.assert_array_equal(shared[key], alone[key], err_msg=key)

@@ -1,5 +1,6 @@
 """Every kind of config error, each asserting what its message names."""
 
+import os
 import re
 
 import pytest
@@ -108,8 +109,8 @@ def test_wrong_type(load, config, section, key, value, expected):
 
 
 @pytest.mark.parametrize("section, key, value, expected", [
-    ("SYSTEM", "seed", "-1", r"\[SYSTEM\] seed\. Expected an integer >= 0\. Received "
-                             r"seed = '-1'"),
+    ("SYSTEM", "seed", "-1", r"\[SYSTEM\] seed\. Expected an integer from 0 to 4294967295\. "
+                             r"Received seed = '-1'"),
     ("TRAINING", "lr", "0", r"Expected a number > 0\. Received lr = '0'"),
     ("TRAINING", "exclude_fraction_for_validation", "1",
      r"Expected a number >= 0 and < 1\. Received exclude_fraction_for_validation = '1'"),
@@ -414,3 +415,25 @@ def test_file_that_is_not_utf8(tmp_path):
 def test_unknown_syntax():
     with pytest.raises(ConfigError, match="Unknown config syntax 'toml'"):
         settings_from_text("", "toml")
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("deep.yaml", "SYSTEM:\n  seed: " + "[" * 5000 + "]" * 5000 + "\n",
+     r"deep\.yaml: values nested too deep for a config"),
+    ("big.ini", "[SYSTEM]\nseed = " + "9" * 5000 + "\n",
+     r"big\.ini, line 2: invalid value for \[SYSTEM\] seed\. Expected an integer from 0 to "
+     r"4294967295\. Received seed = '9{59}\.\.\. \(5002 characters\)"),
+    ("seed.ini", "[SYSTEM]\nseed = 4294967296\n", r"Received seed = '4294967296'"),
+])
+def test_huge_and_deep_values_are_named_not_tracebacks(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path)
+
+
+def test_a_config_path_that_is_not_a_regular_file_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "config.ini"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"config\.ini: not a regular file"):
+        load_settings(fifo)

@@ -225,6 +225,18 @@ def test_label_file_with_fractional_values(tmp_path, subject):
         Preprocessor(_specs())(subject)
 
 
+def test_label_values_beyond_int32_are_refused_before_the_cast(tmp_path, subject):
+    """int64 4294967298 cast to int32 would be class 2, inside any num_classes >= 3."""
+    import nibabel as nib
+
+    data = np.zeros(SHAPE, np.int64)
+    data[1, 1, 1] = 4294967298
+    nib.save(nib.Nifti1Image(data, AFFINE, dtype=np.int64), tmp_path / "s1_seg.nii.gz")
+    with pytest.raises(DataError, match=r"label image '.*s1_seg\.nii\.gz' has values up to "
+                                        r"4\.29497e\+09 .*beyond any class label"):
+        Preprocessor(_specs())(subject)
+
+
 def test_sections_in_different_spaces_are_named_with_the_difference(tmp_path, subject):
     moved = AFFINE.copy()
     moved[:3, 3] += (0.0, 0.0, 3.0)
