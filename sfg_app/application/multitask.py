@@ -376,7 +376,8 @@ class MultiTaskApplication(Application):
         subjects, first_file = [], {}
         for first in range(0, len(files), len(images)):
             group = files[first:first + len(images)]
-            subject_id = subject_id_from_name(os.path.basename(group[0]), source)
+            subject_id = subject_id_from_name(os.path.basename(group[0]), source,
+                                              suffixes_only=True)
             check_name(subject_id, f"--input: the subject id of {group[0]!r}", DataError)
             if subject_id in first_file:
                 raise DataError(

@@ -92,14 +92,23 @@ class SubjectFiles:
     values: dict[str, float] = field(default_factory=dict)
 
 
-def subject_id_from_name(file_name: str, source: SectionSource) -> str:
+def subject_id_from_name(file_name: str, source: SectionSource,
+                         suffixes_only: bool = False) -> str:
+    """The subject id of a file: its name less the extension and what
+    ``filename_removefromid`` matches, or else less each ``filename_contains`` part
+    (anywhere, as NiftyNet; only a whole suffix with ``suffixes_only``, for files named
+    by the user one by one), then less the separators left at its ends (a leading ``-``
+    is kept: it can belong to the id)."""
     stem = split_extension(file_name)[0]
     if source.filename_removefromid is not None:
         stem = re.sub(source.filename_removefromid, "", stem)
     else:
-        for part in source.filename_contains:
-            stem = stem.replace(part, "")
-    return stem.strip("_-. ")
+        for part in filter(None, source.filename_contains):
+            if not suffixes_only:
+                stem = stem.replace(part, "")
+            elif stem.endswith(part):
+                stem = stem[:-len(part)]
+    return stem.lstrip("_. ").rstrip("_-. ")
 
 
 def _matches(name: str, source: SectionSource) -> bool:

@@ -15,6 +15,13 @@ from collections.abc import Iterator
 from sfg_app.io.formats import split_extension
 
 
+def temporary_name(name: str) -> str:
+    """The hidden name under which ``name`` is written before it is renamed (the
+    extension kept: writers choose the format by it)."""
+    stem, ext = split_extension(name)
+    return f".{stem}.{uuid.uuid4().hex[:12]}.tmp{ext}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path in the folder of ``path``, with its extension (writers choose the
@@ -25,8 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    stem, ext = split_extension(path)
-    temporary = os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:12]}.tmp{ext}")
+    temporary = os.path.join(folder, temporary_name(os.path.basename(path)))
     try:
         yield temporary
         if os.path.isdir(temporary) and os.path.isdir(path):

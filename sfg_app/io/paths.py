@@ -16,6 +16,7 @@ import os
 import uuid
 
 from sfg_app.errors import OutputError
+from sfg_app.io.atomic import temporary_name
 
 _FORBIDDEN = {"/": "a path separator '/'", "\\": "a path separator '\\'", "\0": "a NUL byte"}
 
@@ -51,6 +52,18 @@ def real_paths(paths) -> frozenset[str]:
     return frozenset(os.path.realpath(p) for p in paths)
 
 
+def _name_limit(folder: str) -> int:
+    """The longest file name (bytes) of the file system of ``folder`` (or of its nearest
+    existing parent); 255, the usual limit, when the system does not say."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        return int(os.pathconf(probe, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
 def output_path(folder: str | os.PathLike, name: str, overwrite: bool = False,
                 protected: frozenset[str] = frozenset()) -> str:
     """``folder/name`` after checking that it resolves inside ``folder``, that it is not
@@ -66,6 +79,13 @@ def output_path(folder: str | os.PathLike, name: str, overwrite: bool = False,
     if real_path in protected:
         raise OutputError(f"The output {path} would overwrite an input image. Choose another "
                           "output folder ([INFERENCE] save_seg_dir or --output).")
+    longest = _name_limit(folder)
+    if len(temporary_name(name).encode("utf-8")) > longest:
+        raise OutputError(
+            f"The output {path} is written first under a temporary name "
+            f"({len(temporary_name(name).encode('utf-8'))} bytes), longer than the "
+            f"{longest} bytes a file name may have in {folder}; nothing was written. "
+            "Shorten the input's file name (the output is named after it).")
     if not overwrite and os.path.lexists(path):
         raise OutputError(f"The output {path} exists already. Remove it, choose another output "
                           "folder, or pass --overwrite (or set [INFERENCE] overwrite = true) "

@@ -51,6 +51,39 @@ def _voxels(data: np.ndarray, path: str) -> np.ndarray:
     return data
 
 
+#: Copies of a volume that reading and preprocessing hold at once (the file's array, its
+#: float32 form, the resampled and the normalised arrays).
+WORKING_COPIES = 4
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable of Linux; the free
+    physical pages elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(path: str, shape, itemsize: int) -> None:
+    """A DataError, before the voxels are read, when a volume of ``shape`` would not fit
+    in the available memory with the copies preprocessing makes: a file of a few MB can
+    hold a volume of many GB (compressed), and would take the machine down instead."""
+    voxels = int(np.prod([int(n) for n in shape], dtype=np.float64))
+    needed = voxels * max(int(itemsize), 4) * WORKING_COPIES
+    available = available_memory()
+    if needed > available:
+        raise DataError(
+            f"The image {path!r} holds {' x '.join(str(int(n)) for n in shape)} voxels: "
+            f"reading and preprocessing it takes about {needed / 2 ** 30:.1f} GiB, more "
+            f"than the {available / 2 ** 30:.1f} GiB of memory available. Crop it to the "
+            "region of interest, or resample it to coarser voxels with another tool first.")
+
+
 class NibabelReader:
     """NIfTI-1/2 and Analyze (and any other spatial format nibabel reads) through nibabel.
 
@@ -68,6 +101,10 @@ class NibabelReader:
             if not isinstance(image, SpatialImage):
                 raise ImageFileError(f"nibabel reads it as a {type(image).__name__}, which is "
                                      "not an image on a voxel grid")
+        except _NIBABEL_FAILURES as err:
+            raise _unreadable(path, "nibabel", err) from err
+        check_memory(path, image.shape, image.get_data_dtype().itemsize)
+        try:
             data = np.asanyarray(image.dataobj)
         except _NIBABEL_FAILURES as err:
             raise _unreadable(path, "nibabel", err) from err
@@ -149,6 +186,12 @@ class SimpleITKReader:
     def _read_file(path: str) -> tuple[sitk.Image, dict]:
         reader = sitk.ImageFileReader()
         reader.SetFileName(path)
+        reader.ReadImageInformation()
+        components = reader.GetNumberOfComponents()
+        check_memory(path, tuple(reader.GetSize()) + ((components,) if components > 1 else ()),
+                     np.dtype(sitk.GetArrayViewFromImage(
+                         sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(),
+                                    reader.GetNumberOfComponents())).dtype).itemsize)
         image = reader.Execute()
         return image, {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
 

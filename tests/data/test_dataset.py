@@ -233,3 +233,13 @@ def test_subjects_in_phase(pelvis):
     split = {"sub1": "training", "sub2": "validation", "sub3": "training"}
     assert [s.subject_id for s in subjects_in_phase(subjects, split, "training")] == \
         ["sub1", "sub3"]
+
+
+def test_subject_ids_keep_a_leading_dash_and_user_files_lose_only_whole_suffixes():
+    from sfg_app.data.dataset import subject_id_from_name
+
+    source = SectionSource("MR", path_to_search=["."], filename_contains=["_mr"])
+    assert subject_id_from_name("-01_mr.nii.gz", source) == "-01"
+    assert subject_id_from_name("x_mri.nii.gz", source) == "xi"  # discovery: NiftyNet's rule
+    assert subject_id_from_name("x_mri.nii.gz", source, suffixes_only=True) == "x_mri"
+    assert subject_id_from_name("case_7_mr.nii.gz", source, suffixes_only=True) == "case_7"

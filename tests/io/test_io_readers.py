@@ -325,3 +325,25 @@ def test_anisotropic_and_oblique_affines_are_accepted(tmp_path):
     path = tmp_path / "thin.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.float32), affine), path)
     np.testing.assert_allclose(load_image(path).affine, affine)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_a_volume_too_large_for_memory_is_refused_before_its_voxels_are_read(tmp_path,
+                                                                             monkeypatch,
+                                                                             suffix):
+    """The header says how large the volume is; a compressed file of a few MB can hold
+    many GB. Checked against the available memory before reading (here, 1 MiB)."""
+    from sfg_app.io import readers
+
+    path = tmp_path / f"big{suffix}"
+    if suffix == ".nii.gz":
+        nib.save(nib.Nifti1Image(np.zeros((100, 100, 100), np.int16), np.eye(4)), path)
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((100, 100, 100), np.int16)), str(path))
+    monkeypatch.setattr(readers, "available_memory", lambda: 2 ** 20)
+    with pytest.raises(DataError, match=r"big\..* holds 100 x 100 x 100 voxels: reading and "
+                                        r"preprocessing it takes about 0\.0 GiB, more than "
+                                        r"the 0\.0 GiB of memory available\. Crop it"):
+        load_image(path)
+    monkeypatch.undo()
+    assert load_image(path).data.shape[:3] == (100, 100, 100)

@@ -82,3 +82,14 @@ def test_a_full_disk_is_described_with_its_path():
     assert error.value.errno == errno.ENOSPC
     text = describe_os_error(error.value)
     assert "the disk is full" in text and ("/dev/full" in text or error.value.filename is None)
+
+
+def test_an_output_whose_temporary_name_is_too_long_is_refused_before_any_work(tmp_path):
+    """An input named with 230 characters: its output name fits in 255 bytes, the hidden
+    temporary name it is written under first does not."""
+    name = "s" * 230 + "_organs.nii.gz"
+    assert len(name) <= 255
+    with pytest.raises(OutputError, match=r"written first under a temporary name \(2\d\d "
+                                          r"bytes\), longer than the 255 bytes"):
+        output_path(tmp_path, name)
+    assert output_path(tmp_path, "s" * 100 + "_organs.nii.gz").startswith(str(tmp_path))
