@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
+import threading
 import sys
 from typing import Callable, Sequence
 
@@ -115,10 +117,33 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                                     or makes_model_dir(args)))
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that `finally` blocks (a temporary file
+    removed, TensorFlow's generated files) run before the process ends."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    """SIGTERM raises `_Terminated` while the block runs (the training loop installs its
+    own recorder inside, and puts this one back). Only the main thread may set it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def _run(parser, argv, command, args, settings, log: bool) -> int:
     log_path = os.path.join(str(settings.system.model_dir), f"{parser.prog}.log") \
         if log else None
-    with console_session(parser.prog, log_path, argv):
+    with console_session(parser.prog, log_path, argv), _sigterm_as_exception():
         try:
             command(args, settings)
         except SFGError as error:
@@ -127,6 +152,10 @@ def _run(parser, argv, command, args, settings, log: bool) -> int:
             return _fail(parser.prog, describe_os_error(error))
         except TrainingStopped as stop:
             print(f"{parser.prog}: {stop}", file=sys.stderr)
+            return EXIT_TERMINATED
+        except _Terminated:
+            print(f"{parser.prog}: stopped by SIGTERM; files being written were removed",
+                  file=sys.stderr)
             return EXIT_TERMINATED
         except KeyboardInterrupt:
             print(f"{parser.prog}: interrupted", file=sys.stderr)

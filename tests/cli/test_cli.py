@@ -176,6 +176,26 @@ def test_interrupt_exits_130(config_file, capsys):
     assert "sfg_test: interrupted" in capsys.readouterr().err
 
 
+def test_sigterm_during_a_write_exits_143_and_leaves_no_temporary_file(config_file,
+                                                                       tmp_path, capsys):
+    import signal
+
+    from sfg_app.io.atomic import atomic_path
+
+    target = tmp_path / "out" / "s1_organs.nii.gz"
+
+    def command(args, settings):
+        with atomic_path(target) as temporary:
+            open(temporary, "wb").write(b"half an image")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_command(_parser(), ["--config", str(config_file)], command) == 143
+    assert "stopped by SIGTERM; files being written were removed" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "out") == []
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_programming_errors_are_not_hidden(config_file):
     def command(args, settings):
         raise ZeroDivisionError
