@@ -34,6 +34,12 @@ from sfg_app.registry import NETWORKS, OPTIMISERS
 from sfg_app.tasks.weighting import UncertaintyWeighting, fixed_weighting
 
 
+def iterations(length, max_iter: int) -> int:
+    """A schedule's length in iterations: ``length`` itself, or a fraction (a float in
+    (0, 1)) of ``max_iter``, rounded."""
+    return int(round(length * max_iter)) if isinstance(length, float) else int(length)
+
+
 @keras.saving.register_keras_serializable(package="sfg_app")
 class FixedWeighting(keras.layers.Layer):
     """`sum_t w_t L_t` with the fixed `[TASK] weight`s: the objective of `weighting = fixed`.
@@ -92,7 +98,7 @@ class MultiTaskApplication(Application):
                     "NETWORK.activation_function": network.activation_function,
                     "NETWORK.norm_layer": network.norm_layer,
                     "MULTITASK.image": list(self.data.roles.images),
-                    "input channels": self.input_channels,
+                    "input channels": self._known_input_channels(),
                     "spatial dimensions (spatial_window_size)": self.spatial_dims,
                     "MULTITASK.tasks": list(self.tasks),
                     "MULTITASK.weighting": settings.multitask.weighting}
@@ -108,6 +114,14 @@ class MultiTaskApplication(Application):
                              "SFG.norm_parameters": settings.sfg.norm_parameters})
         return identity
 
+    def _known_input_channels(self) -> int | None:
+        """The input channels, or None when the config's data cannot be read (inference
+        on --input files checks the channels of those against the checkpoint itself)."""
+        try:
+            return self.input_channels
+        except DataError:
+            return None
+
     @staticmethod
     def _is_sfg(network_class) -> bool:
         return "grouping" in inspect.signature(network_class).parameters
@@ -118,13 +132,14 @@ class MultiTaskApplication(Application):
         options = dict(heads=head_specs(self.tasks), layer_scale=network.layer_scale,
                        activation=network.activation_function, norm_layer=network.norm_layer)
         if self._is_sfg(network_class):
-            sfg = settings.sfg
-            finetune = min(sfg.finetune_iter, settings.training.max_iter)
+            sfg, max_iter = settings.sfg, settings.training.max_iter
+            finetune = min(iterations(sfg.finetune_iter, max_iter), max_iter)
+            values = {field.name: getattr(sfg, field.name)
+                      for field in dataclasses.fields(GroupingConfig)
+                      if field.name != "fixed_from"}
+            values["warmup_iter"] = iterations(sfg.warmup_iter, max_iter)
             options["grouping"] = GroupingConfig(
-                fixed_from=settings.training.max_iter - finetune if finetune else None,
-                **{field.name: getattr(sfg, field.name)
-                   for field in dataclasses.fields(GroupingConfig)
-                   if field.name != "fixed_from"})
+                fixed_from=max_iter - finetune if finetune else None, **values)
             options["seed"] = settings.system.seed
         model = network_class(**options)
         # The weights from the shapes: a forward pass at the window size would cost as

@@ -76,6 +76,10 @@ _PROBABILITIES = Tuple(Float(0, low_open=True), min_length=2,
                        expected="a tuple of G probabilities (numbers > 0 summing to 1)")
 _FRACTION_BELOW_1 = Float(0, 1, high_open=True)
 _POSITIVE = Float(0, low_open=True)
+#: A schedule's length: iterations, or a fraction of max_iter (travels across run lengths).
+_ITERATIONS = Union(Int(0), Float(0, 1, low_open=True, high_open=True),
+                    expected="an integer >= 0 (iterations) or a number > 0 and < 1 (a "
+                             "fraction of [TRAINING] max_iter)")
 _ORDER = Int(0, 5)
 _INPUT_NAME = Name("the name of an input section")
 _IMAGE_ONLY = ("image",)
@@ -174,14 +178,15 @@ SFG = SectionSchema(
         "RMSprop) step moves them this many times faster than the weights (with sgd and "
         "momentum, its square). At 1 the grouping barely moves in a run of a few "
         "hundred steps."),
-    key("warmup_iter", Int(0), 150,
-        "Iterations over which training moves linearly from the expected architecture "
-        "(soft masks equal to the probabilities) to sampled ones; 0 samples from the "
-        "first step."),
-    key("finetune_iter", Int(0), 100,
-        "Last iterations of training that run the map architecture (each kernel in its "
-        "most probable group) with the grouping fixed, so that the weights are tuned for "
-        "the network inference runs; 0 samples to the end."),
+    key("warmup_iter", _ITERATIONS, 150,
+        "Iterations (or a fraction of max_iter, e.g. 0.5) over which training moves "
+        "linearly from the expected architecture (soft masks equal to the probabilities) "
+        "to sampled ones; 0 samples from the first step."),
+    key("finetune_iter", _ITERATIONS, 100,
+        "Last iterations of training (or a fraction of max_iter) that run the map "
+        "architecture (each kernel in its most probable group) with the grouping fixed, so "
+        "that the weights are tuned for the network inference runs; 0 samples to the "
+        "end."),
     key("norm_parameters", Choice("per_group", "shared"), "shared",
         "Normalisation scale and offset held per (group, channel), or one per channel "
         "shared by the groups (moving statistics stay per group)."),

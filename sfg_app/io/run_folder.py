@@ -96,13 +96,15 @@ class RunFolder:
 
     def check_identity(self, identity: dict, what: str) -> None:
         """A NetworkMismatch listing each key as trained and as now, unless ``identity``
-        is the recorded one (or none is recorded). ``what`` says what the command was
-        about to do."""
+        is the recorded one (or none is recorded); a key that ``identity`` gives as None
+        is not known now and not compared. ``what`` says what the command was about to
+        do."""
         recorded = self.recorded_identity()
         if recorded is None:
             return
         keys = list(dict.fromkeys([*recorded, *identity]))
-        differences = [key for key in keys if recorded.get(key) != identity.get(key)]
+        differences = [key for key in keys if recorded.get(key) != identity.get(key)
+                       and not (key in identity and identity[key] is None)]
         if not differences:
             return
         lines = "\n".join(f"  {key}: trained {_shown(recorded.get(key))}, now "

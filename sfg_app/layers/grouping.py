@@ -85,6 +85,8 @@ class GroupingConfig:
             if field.name == "fixed_from":
                 value = None if value is None else arguments.non_negative_int(value,
                                                                               "fixed_from")
+            elif field.name == "warmup_iter":  # the application resolves a fraction
+                value = arguments.non_negative_int(value, "warmup_iter")
             else:
                 value = checked_argument(SFG.keys[field.name].type, value, field.name)
             object.__setattr__(self, field.name, value)  # frozen: numbers made float

@@ -221,3 +221,59 @@ def test_two_trainings_started_together_one_refused_the_other_as_alone(tmp_path)
     assert shared.keys() == alone.keys() and len(shared) > 10
     for key in shared:
         np.testing.assert_array_equal(shared[key], alone[key], err_msg=key)
+
+
+def _renamed_input(trained, tmp_path, name: str) -> Path:
+    source = trained["run"].parent / "data" / "pelvis_000_mr.nii.gz"
+    target = tmp_path / name
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def test_an_input_whose_output_cannot_be_written_under_its_name_is_refused_first(
+        trained, tmp_path, capsys):
+    scan = _renamed_input(trained, tmp_path, "s" * 230 + "_mr.nii.gz")
+    out = tmp_path / "out"
+    assert cli_infer.main(["--config", trained["config"], "--input", str(scan),
+                           "--output", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "is written first under a temporary name" in error
+    assert "Shorten the input's file name" in error
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_a_volume_larger_than_the_memory_is_refused_naming_it(trained, tmp_path, capsys,
+                                                              monkeypatch):
+    from sfg_app.io import readers
+
+    scan = _renamed_input(trained, tmp_path, "big_mr.nii.gz")
+    monkeypatch.setattr(readers, "available_memory", lambda: 2 ** 16)
+    out = tmp_path / "out"
+    assert cli_infer.main(["--config", trained["config"], "--input", str(scan),
+                           "--output", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert f"The image '{scan}' holds" in error and "Crop it to the region" in error
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_check_refuses_a_label_beyond_int32_before_the_cast(trained, tmp_path, capsys):
+    """int64 4294967298 would be class 2 after a cast to int32; --check names the file."""
+    import nibabel as nib
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for source in (trained["run"].parent / "data").iterdir():
+        (data / source.name).write_bytes(source.read_bytes())
+    label = nib.load(data / "pelvis_001_seg.nii.gz")
+    values = np.asarray(label.dataobj).astype(np.int64)
+    values[0, 0, 0] = 4294967298
+    nib.save(nib.Nifti1Image(values, label.affine, dtype=np.int64),
+             data / "pelvis_001_seg.nii.gz")
+    config = tmp_path / "config.yaml"
+    save_settings(settings_from_dict(sections("run"), base_dir=tmp_path), config)
+    assert cli_train.main(["--config", str(config), "--check"]) == 2
+    error = capsys.readouterr().err
+    assert "pelvis_001_seg.nii.gz' has values up to 4.29497e+09" in error
+    assert "beyond any class label" in error
+    assert not (tmp_path / "run").exists()

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from sfg_app.application.data import DataPlan
+from sfg_app.application.multitask import iterations
 from sfg_app.application.tasks import build_tasks
 from sfg_app.config import ConfigError
 from sfg_app.layers.grouping import GroupingConfig
@@ -26,14 +27,16 @@ CANDIDATES = {
     "init_shared": ["0", "0.5", "1", "0.999"],
     "init_alpha": ["0", "0.1"],
     "logit_lr_multiplier": ["0", "1", "100"],
-    "warmup_iter": ["0", "10", "-1"],
+    "warmup_iter": ["0", "10", "-1", "0.5", "1.5", "1"],
 }
 
 
 def _grouping(settings) -> GroupingConfig:
     """As the application builds it from the settings."""
     names = {field.name for field in dataclasses.fields(GroupingConfig)} - {"fixed_from"}
-    grouping = GroupingConfig(**{name: getattr(settings.sfg, name) for name in names})
+    values = {name: getattr(settings.sfg, name) for name in names}
+    values["warmup_iter"] = iterations(values["warmup_iter"], settings.training.max_iter)
+    grouping = GroupingConfig(**values)
     grouping.check_num_groups(len(settings.tasks) + 1)
     return grouping
 
@@ -147,3 +150,13 @@ def test_normalising_a_label_section_is_refused_at_load_time(load, config):
                                           r"normalisation = zscore, but \[LABEL\] is the "
                                           r"target of the segmentation task 'organs'"):
         load(config, overrides=["LABEL.normalisation=zscore"])
+
+
+def test_schedules_given_as_fractions_of_max_iter_travel_across_run_lengths(load, config):
+    settings = load(config, overrides=["SFG.warmup_iter=0.5", "SFG.finetune_iter=1/3",
+                                       "TRAINING.max_iter=240"])
+    assert (settings.sfg.warmup_iter, settings.sfg.finetune_iter) == (0.5, 1 / 3)
+    assert iterations(settings.sfg.warmup_iter, 240) == 120
+    assert iterations(settings.sfg.finetune_iter, 240) == 80
+    assert iterations(settings.sfg.warmup_iter, 3000) == 1500
+    assert iterations(150, 240) == 150 and iterations(0, 240) == 0

@@ -420,3 +420,4 @@ def test_mixed_precision_outputs_float32():
     assert model.stages[0].compute_dtype == "bfloat16"
     for value in list(outputs.values()) + [kl]:
         assert keras.backend.standardize_dtype(value.dtype) == "float32"
+
