@@ -81,6 +81,8 @@ _ITERATIONS = Union(Int(0), Float(0, 1, low_open=True, high_open=True),
                     expected="an integer >= 0 (iterations) or a number > 0 and < 1 (a "
                              "fraction of [TRAINING] max_iter)")
 _ORDER = Int(0, 5)
+#: Sizes in voxels or windows are bounded where arrays need them (2^16 - 1 per axis).
+_SIZE = 2 ** 16 - 1
 _INPUT_NAME = Name("the name of an input section")
 _IMAGE_ONLY = ("image",)
 
@@ -115,7 +117,7 @@ SYSTEM = SectionSchema(
 NETWORK = SectionSchema(
     "NETWORK", "The network and how training windows are made.",
     key("name", Registered(registry.NETWORKS), None, "Registered network.", required=True),
-    key("batch_size", Int(1), 2, "Windows per training step."),
+    key("batch_size", Int(1, _SIZE), 2, "Windows per training step."),
     key("layer_scale", _POSITIVE, 1.0, "Multiplier of every layer's number of kernels."),
     key("activation_function", Choice("relu", "leaky_relu", "elu", "prelu"), "relu",
         "Activation after each convolution."),
@@ -133,7 +135,7 @@ NETWORK = SectionSchema(
         "`balanced`.", applies_to=("weighted", "balanced")),
     key("queue_length", Int(1), 8, "Windows buffered between the data workers and the "
         "training loop."),
-    key("volume_padding_size", Tuple(Int(0), 3), (0, 0, 0),
+    key("volume_padding_size", Tuple(Int(0, _SIZE), 3), (0, 0, 0),
         "Voxels added on each side of every axis of a volume before sampling."),
     key("volume_padding_mode",
         Choice("constant", "edge", "reflect", "symmetric", "minimum"), "minimum",
@@ -198,7 +200,8 @@ SFG = SectionSchema(
         "Which groups feed which: mixed (a specialist reads its own group and the shared "
         "one), separate (own group only) or dense (every group)."),
     key("kl_weight", Float(0), 0.01, "beta: weight of KL(q || prior) in the loss."),
-    key("logit_gradient", Choice("sum", "shared_mean", "per_connection", "balanced"), "sum",
+    key("logit_gradient", Choice("sum", "shared_mean", "per_connection", "balanced",
+                                   "agreement"), "sum",
         "What moves the grouping logits: sum (the gradient of the whole loss); "
         "shared_mean (the shared group's gradient divided by the number of tasks it "
         "serves: a kernel is shared when it helps the tasks alike, not because it reaches "
@@ -206,7 +209,11 @@ SFG = SectionSchema(
         "kernels or heads it feeds in the step: groups compete on the mean gain per "
         "connection, so neither the group that reaches more heads nor the one that holds "
         "more kernels now is favoured); balanced (shared_mean, and each task's gradient "
-        "scaled to the same size first; one backward pass per task)."),
+        "scaled to the same size first; one backward pass per task); agreement (the "
+        "shared group's gradient scaled per kernel between the mean (tasks whose gradients "
+        "on the kernel's weights disagree or are unrelated) and the sum (tasks that agree), "
+        "from a running mean of the cosine of the tasks' weight gradients; one backward "
+        "pass per task)."),
     key("impl", Choice("fused", "reference"), "fused",
         "fused: one masked convolution a layer; reference: one convolution a group."),
 )
@@ -297,7 +304,7 @@ INPUT = SectionSchema(
     key("interp_order", _ORDER, Derived("0 for segmentation targets, masks and balanced "
                                         "sampling maps; 1 otherwise"),
         "Spline order of resampling (0: nearest neighbour).", applies_to=_IMAGE_ONLY),
-    key("spatial_window_size", Tuple(Int(1), 3), None, "Window size in voxels; 2D configs "
+    key("spatial_window_size", Tuple(Int(1, _SIZE), 3), None, "Window size in voxels; 2D configs "
         "use (x, y, 1). Required on image sections, equal across them.",
         applies_to=_IMAGE_ONLY),
     key("match_space", Choice("check", "resample"), "check", "When this section's grid "
@@ -364,7 +371,7 @@ TRAINING = SectionSchema(
 
 INFERENCE = SectionSchema(
     "INFERENCE", "Sliding-window inference and its outputs.",
-    key("border", Tuple(Int(0), 3), (0, 0, 0), "Voxels discarded (crop) or down-weighted "
+    key("border", Tuple(Int(0, _SIZE), 3), (0, 0, 0), "Voxels discarded (crop) or down-weighted "
         "at each side of a window's output; neighbouring windows overlap by twice the "
         "border. Each must be less than half the window."),
     key("inference_iter", Int(-1), -1, "Checkpoint to use; -1: the latest."),
@@ -375,7 +382,7 @@ INFERENCE = SectionSchema(
     key("architecture", Choice("map", "sample", "expected"), "map",
         "SFG networks at test time: most probable groups, mc_samples sampled "
         "architectures averaged, or soft masks equal to the probabilities."),
-    key("mc_samples", Int(1), 10, "Architectures sampled by architecture = sample."),
+    key("mc_samples", Int(1, _SIZE), 10, "Architectures sampled by architecture = sample."),
     key("blending", Choice("crop", "constant", "gaussian"), "crop",
         "crop keeps each window's centre (as NiftyNet); constant and gaussian average "
         "overlapping windows."),

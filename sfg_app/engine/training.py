@@ -106,20 +106,26 @@ class TrainingDriver:
 
         balanced = {id(v) for v in app.balanced_variables(model)}
         balanced = [i for i, v in enumerate(variables) if id(v) in balanced]
+        position = {id(v): i for i, v in enumerate(variables)}
+        agreements = [(agreement, position[id(kernel)])
+                      for agreement, kernel in app.agreement_pairs(model)]
 
         def scale(loss):
             loss = loss / replicas
             return optimiser.scale_loss(loss) if scaled else loss
 
         def replica_step(batch):
-            if balanced:
+            if balanced or agreements:
                 with tf.GradientTape(persistent=True) as tape:
                     outputs = model(app.network_inputs(batch), training=True)
                     total, logs, (terms, regulariser) = app.loss_parts(
                         model, objective, outputs, batch)
                     parts = [scale(term) for term in terms.values()] + [scale(regulariser)]
-                gradients = _balanced_gradients(tape, parts, variables, balanced)
+                per_part = _gradients_per_part(tape, parts, variables)
                 del tape
+                for agreement, index in agreements:
+                    _track_agreement(agreement, [grads[index] for grads in per_part[:-1]])
+                gradients = _balanced_gradients(per_part, balanced)
             else:
                 with tf.GradientTape() as tape:
                     outputs = model(app.network_inputs(batch), training=True)
@@ -202,31 +208,59 @@ class TrainingDriver:
         return chosen
 
 
-def _balanced_gradients(tape, parts, variables, balanced) -> list:
-    """The gradient of ``sum(parts)`` (the tasks' terms, then the regulariser), except
-    that on the variables at indices ``balanced`` (the grouping logits of every SFG
-    layer, taken together) each task's gradient is first scaled to the tasks' mean
-    root-mean-square size: every task pulls on the architecture as hard as the others,
-    and spreads that pull over the layers where its loss needs kernels, so that a task
-    with larger gradients does not decide the grouping alone. Sums run in the order of
-    ``parts``, so the bits do not depend on the process."""
-    per_part = [[tf.zeros(v.shape, "float32") if g is None else g
-                 for v, g in zip(variables, tape.gradient(part, variables))]
-                for part in parts]
+def _gradients_per_part(tape, parts, variables) -> list:
+    """``[[gradient of part p on each variable]]``, zeros where a part does not reach."""
+    return [[tf.zeros(v.shape, "float32") if g is None else g
+             for v, g in zip(variables, tape.gradient(part, variables))]
+            for part in parts]
+
+
+#: Weight of a step's measurement in the running mean of the tasks' agreement.
+AGREEMENT_RATE = 0.1
+
+
+def _track_agreement(agreement, task_gradients) -> None:
+    """Moves ``agreement`` (one value per kernel: the last axis of the kernel) towards
+    the mean cosine, over pairs of tasks, of the tasks' gradients on each kernel; a
+    kernel that some task did not reach this step (a specialist) keeps its value."""
+    flat = [tf.reshape(g, (-1, g.shape[-1])) for g in task_gradients]
+    norms = [tf.norm(g, axis=0) for g in flat]
+    total, pairs, reached = tf.zeros(agreement.shape), 0, tf.ones(agreement.shape)
+    for i in range(len(flat)):
+        reached = reached * tf.cast(norms[i] > 1e-12, "float32")
+        for j in range(i + 1, len(flat)):
+            total = total + tf.math.divide_no_nan(tf.reduce_sum(flat[i] * flat[j], axis=0),
+                                                  norms[i] * norms[j])
+            pairs += 1
+    measured = total / max(pairs, 1)
+    agreement.assign(agreement + AGREEMENT_RATE * reached * (measured - agreement))
+
+
+def _balanced_gradients(per_part, balanced) -> list:
+    """The gradient of the sum of the parts (the tasks' terms, then the regulariser)
+    from each part's gradients, except that on the variables at indices ``balanced``
+    (the grouping logits of every SFG layer, taken together) each task's gradient is
+    first scaled to the tasks' mean root-mean-square size: every task pulls on the
+    architecture as hard as the others, and spreads that pull over the layers where its
+    loss needs kernels, so that a task with larger gradients does not decide the
+    grouping alone. Sums run in the order of the parts, so the bits do not depend on
+    the process."""
     tasks = per_part[:-1]
-    sizes = []
-    for grads in tasks:
-        squares = [tf.reduce_sum(tf.square(grads[i])) for i in balanced]
-        total = squares[0]
-        for square in squares[1:]:
-            total = total + square
-        sizes.append(tf.sqrt(total))
-    mean = sizes[0]
-    for size in sizes[1:]:
-        mean = mean + size
-    scales = [tf.math.divide_no_nan(mean / len(sizes), size) for size in sizes]
+    scales = [None] * len(tasks)
+    if balanced:
+        sizes = []
+        for grads in tasks:
+            squares = [tf.reduce_sum(tf.square(grads[i])) for i in balanced]
+            total = squares[0]
+            for square in squares[1:]:
+                total = total + square
+            sizes.append(tf.sqrt(total))
+        mean = sizes[0]
+        for size in sizes[1:]:
+            mean = mean + size
+        scales = [tf.math.divide_no_nan(mean / len(sizes), size) for size in sizes]
     gradients = []
-    for index in range(len(variables)):
+    for index in range(len(per_part[0])):
         terms = [grads[index] * scale if index in balanced else grads[index]
                  for grads, scale in zip(tasks, scales)] + [per_part[-1][index]]
         total = terms[0]

@@ -131,6 +131,13 @@ class MultiTaskNetwork(keras.Model):
         (``[SFG] logit_gradient = balanced``), one per SFG layer; empty otherwise."""
         return []
 
+    def agreement_pairs(self) -> list:
+        """``[(agreement variable, kernel variable)]`` of each SFG layer with
+        ``[SFG] logit_gradient = agreement``: the training step keeps in the first the
+        running mean of the cosine between the tasks' gradients on each kernel (last
+        axis) of the second; empty otherwise."""
+        return []
+
     # -- serialisation --------------------------------------------------------------
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
@@ -235,6 +242,12 @@ class SFGNetwork(MultiTaskNetwork):
         if self.grouping.logit_gradient != "balanced" or not self.grouping.learn_probabilities:
             return []
         return [g.stored_logits for g in self.groupings]
+
+    def agreement_pairs(self) -> list:
+        if self.grouping.logit_gradient != "agreement" or not self.grouping.learn_probabilities:
+            return []
+        return [(g.agreement, stage.block.conv.kernel)
+                for g, stage in zip(self.groupings, self.stages)]
 
     def grouping_kl(self):
         """sum over SFG layers of KL(q || prior); 0 once the architecture is fixed

@@ -156,7 +156,7 @@ HOLD = textwrap.dedent("""
 """)
 
 
-def test_a_second_writer_is_refused_at_once_naming_the_holder(trained, capsys):
+def test_a_second_writer_is_refused_at_once_naming_the_holder(trained, capsys, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(trained["run"])],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -171,6 +171,10 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(trained, capsys):
                "held.ini)" in error
         assert "give this run another [SYSTEM] model_dir" in error
         assert snapshot(trained["run"]) == before
+        # Readers do not take the lock: they read the last whole checkpoint meanwhile.
+        assert cli_infer.main(["--config", trained["config"], "--output",
+                               str(tmp_path / "read_meanwhile")]) == 0
+        assert len(os.listdir(tmp_path / "read_meanwhile")) == 2
     finally:
         holder.kill()
         holder.wait()

@@ -221,7 +221,7 @@ def test_balanced_gradients_equalise_the_tasks_on_the_logits_only():
     mean size before the sum; every other variable gets the plain gradient of the total."""
     import tensorflow as tf
 
-    from sfg_app.engine.training import _balanced_gradients
+    from sfg_app.engine.training import _balanced_gradients, _gradients_per_part
 
     weight = tf.Variable([1.0, -2.0, 0.5])
     logits = [tf.Variable([[0.3, -0.1], [0.2, 0.4]]), tf.Variable([[0.1, 0.2]])]
@@ -233,7 +233,8 @@ def test_balanced_gradients_equalise_the_tasks_on_the_logits_only():
         regulariser = 0.5 * tf.reduce_sum(tf.square(logits[0]))
         total = big + small + regulariser
     variables = [weight, *logits]
-    gradients = _balanced_gradients(tape, [big, small, regulariser], variables, [1, 2])
+    gradients = _balanced_gradients(
+        _gradients_per_part(tape, [big, small, regulariser], variables), [1, 2])
     plain = tape.gradient(total, variables)
     np.testing.assert_allclose(gradients[0].numpy(), plain[0].numpy(), rtol=1e-6)
     big_grads = [10.0 * a, np.zeros((1, 2))]
@@ -246,3 +247,20 @@ def test_balanced_gradients_equalise_the_tasks_on_the_logits_only():
                     + (variable.numpy() if i == 0 else 0.0))
         np.testing.assert_allclose(gradients[1 + i].numpy(), expected, rtol=1e-5)
     assert not np.allclose(gradients[1].numpy(), plain[1].numpy())
+
+
+def test_agreement_follows_the_cosine_of_the_tasks_gradients_per_kernel():
+    """Kernel 0: the tasks' gradients agree (cosine 1); kernel 1: opposite (-1);
+    kernel 2: orthogonal (0); kernel 3: one task does not reach it and keeps its value."""
+    import tensorflow as tf
+
+    from sfg_app.engine.training import AGREEMENT_RATE, _track_agreement
+
+    agreement = tf.Variable([0.5, 0.5, 0.5, 0.5])
+    first = np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, 1.0]])
+    second = np.array([[2.0, -1.0, 0.0, 0.0], [4.0, 0.0, 3.0, 0.0]])
+    _track_agreement(agreement, [tf.constant(first, tf.float32),
+                                 tf.constant(second, tf.float32)])
+    step = AGREEMENT_RATE
+    np.testing.assert_allclose(agreement.numpy(), [0.5 + step * 0.5, 0.5 - step * 1.5,
+                                                   0.5 - step * 0.5, 0.5], rtol=1e-6)
