@@ -64,11 +64,6 @@ class Application:
         balanced`); none by default."""
         return []
 
-    def agreement_pairs(self, model) -> list:
-        """`[(agreement variable, kernel variable)]` whose tasks' gradient agreement the
-        training step tracks (`[SFG] logit_gradient = agreement`); none by default."""
-        return []
-
     def loss_parts(self, model, objective, outputs, batch):
         """`(total, logs, (terms, regulariser))`: as `compute_loss`, with the total's
         parts: `{task: its weighted loss}` and what no task owns (the grouping's KL,

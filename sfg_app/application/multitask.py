@@ -180,9 +180,6 @@ class MultiTaskApplication(Application):
     def balanced_variables(self, model) -> list:
         return model.balanced_logits()
 
-    def agreement_pairs(self, model) -> list:
-        return model.agreement_pairs()
-
     def compute_loss(self, model, objective, outputs, batch):
         total, logs, _ = self.loss_parts(model, objective, outputs, batch)
         return total, logs

@@ -200,20 +200,12 @@ SFG = SectionSchema(
         "Which groups feed which: mixed (a specialist reads its own group and the shared "
         "one), separate (own group only) or dense (every group)."),
     key("kl_weight", Float(0), 0.01, "beta: weight of KL(q || prior) in the loss."),
-    key("logit_gradient", Choice("sum", "shared_mean", "per_connection", "balanced",
-                                   "agreement"), "sum",
+    key("logit_gradient", Choice("sum", "shared_mean", "balanced"), "sum",
         "What moves the grouping logits: sum (the gradient of the whole loss); "
         "shared_mean (the shared group's gradient divided by the number of tasks it "
         "serves: a kernel is shared when it helps the tasks alike, not because it reaches "
-        "more heads); per_connection (each group's gradient divided by the number of "
-        "kernels or heads it feeds in the step: groups compete on the mean gain per "
-        "connection, so neither the group that reaches more heads nor the one that holds "
-        "more kernels now is favoured); balanced (shared_mean, and each task's gradient "
-        "scaled to the same size first; one backward pass per task); agreement (the "
-        "shared group's gradient scaled per kernel between the mean (tasks whose gradients "
-        "on the kernel's weights disagree or are unrelated) and the sum (tasks that agree), "
-        "from a running mean of the cosine of the tasks' weight gradients; one backward "
-        "pass per task)."),
+        "more heads); balanced (shared_mean, and each task's gradient scaled to the same "
+        "size first; one backward pass per task). README, Results: what each measured."),
     key("impl", Choice("fused", "reference"), "fused",
         "fused: one masked convolution a layer; reference: one convolution a group."),
 )

@@ -106,26 +106,21 @@ class TrainingDriver:
 
         balanced = {id(v) for v in app.balanced_variables(model)}
         balanced = [i for i, v in enumerate(variables) if id(v) in balanced]
-        position = {id(v): i for i, v in enumerate(variables)}
-        agreements = [(agreement, position[id(kernel)])
-                      for agreement, kernel in app.agreement_pairs(model)]
 
         def scale(loss):
             loss = loss / replicas
             return optimiser.scale_loss(loss) if scaled else loss
 
         def replica_step(batch):
-            if balanced or agreements:
+            if balanced:
                 with tf.GradientTape(persistent=True) as tape:
                     outputs = model(app.network_inputs(batch), training=True)
                     total, logs, (terms, regulariser) = app.loss_parts(
                         model, objective, outputs, batch)
                     parts = [scale(term) for term in terms.values()] + [scale(regulariser)]
-                per_part = _gradients_per_part(tape, parts, variables)
+                gradients = _balanced_gradients(_gradients_per_part(tape, parts, variables),
+                                                balanced)
                 del tape
-                for agreement, index in agreements:
-                    _track_agreement(agreement, [grads[index] for grads in per_part[:-1]])
-                gradients = _balanced_gradients(per_part, balanced)
             else:
                 with tf.GradientTape() as tape:
                     outputs = model(app.network_inputs(batch), training=True)
@@ -215,27 +210,6 @@ def _gradients_per_part(tape, parts, variables) -> list:
             for part in parts]
 
 
-#: Weight of a step's measurement in the running mean of the tasks' agreement.
-AGREEMENT_RATE = 0.1
-
-
-def _track_agreement(agreement, task_gradients) -> None:
-    """Moves ``agreement`` (one value per kernel: the last axis of the kernel) towards
-    the mean cosine, over pairs of tasks, of the tasks' gradients on each kernel; a
-    kernel that some task did not reach this step (a specialist) keeps its value."""
-    flat = [tf.reshape(g, (-1, g.shape[-1])) for g in task_gradients]
-    norms = [tf.norm(g, axis=0) for g in flat]
-    total, pairs, reached = tf.zeros(agreement.shape), 0, tf.ones(agreement.shape)
-    for i in range(len(flat)):
-        reached = reached * tf.cast(norms[i] > 1e-12, "float32")
-        for j in range(i + 1, len(flat)):
-            total = total + tf.math.divide_no_nan(tf.reduce_sum(flat[i] * flat[j], axis=0),
-                                                  norms[i] * norms[j])
-            pairs += 1
-    measured = total / max(pairs, 1)
-    agreement.assign(agreement + AGREEMENT_RATE * reached * (measured - agreement))
-
-
 def _balanced_gradients(per_part, balanced) -> list:
     """The gradient of the sum of the parts (the tasks' terms, then the regulariser)
     from each part's gradients, except that on the variables at indices ``balanced``
@@ -246,19 +220,17 @@ def _balanced_gradients(per_part, balanced) -> list:
     grouping alone. Sums run in the order of the parts, so the bits do not depend on
     the process."""
     tasks = per_part[:-1]
-    scales = [None] * len(tasks)
-    if balanced:
-        sizes = []
-        for grads in tasks:
-            squares = [tf.reduce_sum(tf.square(grads[i])) for i in balanced]
-            total = squares[0]
-            for square in squares[1:]:
-                total = total + square
-            sizes.append(tf.sqrt(total))
-        mean = sizes[0]
-        for size in sizes[1:]:
-            mean = mean + size
-        scales = [tf.math.divide_no_nan(mean / len(sizes), size) for size in sizes]
+    sizes = []
+    for grads in tasks:
+        squares = [tf.reduce_sum(tf.square(grads[i])) for i in balanced]
+        total = squares[0]
+        for square in squares[1:]:
+            total = total + square
+        sizes.append(tf.sqrt(total))
+    mean = sizes[0]
+    for size in sizes[1:]:
+        mean = mean + size
+    scales = [tf.math.divide_no_nan(mean / len(sizes), size) for size in sizes]
     gradients = []
     for index in range(len(per_part[0])):
         terms = [grads[index] * scale if index in balanced else grads[index]

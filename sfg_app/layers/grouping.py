@@ -239,13 +239,6 @@ class FilterGrouping(keras.layers.Layer):
         self.stored_logits = self.add_weight(
             shape=(self.filters, self.num_groups), initializer=self._initializer(),
             trainable=self.grouping.learn_probabilities, autocast=False, name="logits")
-        # logit_gradient = agreement: the running mean of the cosine between the tasks'
-        # gradients on each kernel's weights, which the training step updates.
-        self.agreement = None
-        if self.grouping.logit_gradient == "agreement":
-            self.agreement = self.add_weight(
-                shape=(self.filters,), initializer="zeros", trainable=False,
-                autocast=False, aggregation="only_first_replica", name="agreement")
 
     @property
     def logits(self):
@@ -313,7 +306,7 @@ class FilterGrouping(keras.layers.Layer):
         if sampling_share is not None and self.grouping.warmup_iter > 0:
             expected = ops.exp(log_p)
             sampled = expected + ops.cast(sampling_share, "float32") * (sampled - expected)
-        if self.grouping.logit_gradient in ("shared_mean", "balanced", "agreement"):
+        if self.grouping.logit_gradient in ("shared_mean", "balanced"):
             sampled = self._shared_gradient_per_task(sampled)
         if fixed is None or self.grouping.fixed_from is None:
             return sampled
@@ -329,14 +322,7 @@ class FilterGrouping(keras.layers.Layer):
         gives each task it serves, comparable with a specialist's gain for its one task."""
         scale = np.ones(self.num_groups, np.float32)
         scale[-1] = 1.0 / (self.num_groups - 1)
-        scale = ops.convert_to_tensor(scale)
-        if self.agreement is not None:
-            # From the mean (agreement <= 0) to the sum (agreement 1), per kernel.
-            mean = 1.0 / (self.num_groups - 1)
-            shared = mean + (1.0 - mean) * ops.clip(self.agreement, 0.0, 1.0)
-            scale = ops.concatenate([ops.ones((self.filters, self.num_groups - 1)),
-                                     shared[:, None]], axis=-1)
-        scaled = masks * scale
+        scaled = masks * ops.convert_to_tensor(scale)
         return scaled + ops.stop_gradient(masks - scaled)
 
     def _tie_break(self):

@@ -15,14 +15,13 @@ a caller that traces its own function per mode keeps one per mode.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from sfg_app.errors import ConfigError
 from sfg_app import arguments
 from sfg_app.layers.activations import ACTIVATIONS
 from sfg_app.layers.blocks import NORM_LAYERS, Stage, TaskHead
-from sfg_app.layers.grouping import MODES, FilterGrouping, GroupingConfig, connectivity_matrix
+from sfg_app.layers.grouping import MODES, FilterGrouping, GroupingConfig
 from sfg_app.networks.heads import check_heads
 from sfg_app.networks.plans import StagePlan
 
@@ -131,13 +130,6 @@ class MultiTaskNetwork(keras.Model):
         (``[SFG] logit_gradient = balanced``), one per SFG layer; empty otherwise."""
         return []
 
-    def agreement_pairs(self) -> list:
-        """``[(agreement variable, kernel variable)]`` of each SFG layer with
-        ``[SFG] logit_gradient = agreement``: the training step keeps in the first the
-        running mean of the cosine between the tasks' gradients on each kernel (last
-        axis) of the second; empty otherwise."""
-        return []
-
     # -- serialisation --------------------------------------------------------------
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
@@ -198,56 +190,8 @@ class SFGNetwork(MultiTaskNetwork):
             share = self.grouping.sampling_share(self.grouping_step)
             fixed = self.grouping.is_fixed(self.grouping_step)
         batch_size = ops.shape(inputs)[0]
-        masks = [g.masks(mode, temperature, batch_size, share, fixed)
-                 for g in self.groupings]
-        if mode == "train" and self.grouping.logit_gradient == "per_connection":
-            masks = self._gradient_per_connection(masks)
-        return masks
-
-    def _gradient_per_connection(self, masks) -> list:
-        """``masks`` unchanged forward; backward, each group's column of a layer's masks
-        divided by the number of consumers it feeds in this step (the next layer's kernels
-        that read it, or the heads for the last layer), times consumers / T.
-
-        Why: under the straight-through estimate a group's gradient sums the gains of
-        every connection it opens, so the shared group (which feeds every task) and
-        whichever group holds most of the next layer's kernels win because they have
-        more connections, not better ones: from a mostly shared start no specialist ever
-        has consumers to gain from. Divided per connection, the groups compete on the mean
-        gain of a connection; at the uniform state this is the shared group's gradient
-        divided by the number of tasks."""
-        tasks = self.num_groups - 1
-        routing = ops.convert_to_tensor(
-            connectivity_matrix(self.grouping.connectivity, self.num_groups))
-        heads = np.ones((self.num_groups, tasks), np.float32)
-        if self.grouping.connectivity != "dense":
-            heads = np.concatenate([np.eye(tasks, dtype=np.float32),
-                                    np.ones((1, tasks), np.float32)])
-        scaled = []
-        for index, mask in enumerate(masks):
-            if index + 1 < len(masks):
-                following = ops.stop_gradient(ops.cast(masks[index + 1], "float32"))
-                consumers = ops.sum(ops.matmul(following, ops.transpose(routing)), axis=-2)
-                if len(consumers.shape) == 2:  # per-example masks: the batch's mean
-                    consumers = ops.mean(consumers, axis=0)
-                total = float(masks[index + 1].shape[-2])
-            else:
-                consumers, total = ops.convert_to_tensor(heads.sum(axis=1)), float(tasks)
-            scale = (total / tasks) / ops.maximum(consumers, 1.0)
-            part = mask * scale
-            scaled.append(part + ops.stop_gradient(mask - part))
-        return scaled
-
-    def balanced_logits(self) -> list:
-        if self.grouping.logit_gradient != "balanced" or not self.grouping.learn_probabilities:
-            return []
-        return [g.stored_logits for g in self.groupings]
-
-    def agreement_pairs(self) -> list:
-        if self.grouping.logit_gradient != "agreement" or not self.grouping.learn_probabilities:
-            return []
-        return [(g.agreement, stage.block.conv.kernel)
-                for g, stage in zip(self.groupings, self.stages)]
+        return [g.masks(mode, temperature, batch_size, share, fixed)
+                for g in self.groupings]
 
     def grouping_kl(self):
         """sum over SFG layers of KL(q || prior); 0 once the architecture is fixed

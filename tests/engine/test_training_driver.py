@@ -248,19 +248,3 @@ def test_balanced_gradients_equalise_the_tasks_on_the_logits_only():
         np.testing.assert_allclose(gradients[1 + i].numpy(), expected, rtol=1e-5)
     assert not np.allclose(gradients[1].numpy(), plain[1].numpy())
 
-
-def test_agreement_follows_the_cosine_of_the_tasks_gradients_per_kernel():
-    """Kernel 0: the tasks' gradients agree (cosine 1); kernel 1: opposite (-1);
-    kernel 2: orthogonal (0); kernel 3: one task does not reach it and keeps its value."""
-    import tensorflow as tf
-
-    from sfg_app.engine.training import AGREEMENT_RATE, _track_agreement
-
-    agreement = tf.Variable([0.5, 0.5, 0.5, 0.5])
-    first = np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, 1.0]])
-    second = np.array([[2.0, -1.0, 0.0, 0.0], [4.0, 0.0, 3.0, 0.0]])
-    _track_agreement(agreement, [tf.constant(first, tf.float32),
-                                 tf.constant(second, tf.float32)])
-    step = AGREEMENT_RATE
-    np.testing.assert_allclose(agreement.numpy(), [0.5 + step * 0.5, 0.5 - step * 1.5,
-                                                   0.5 - step * 0.5, 0.5], rtol=1e-6)

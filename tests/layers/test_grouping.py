@@ -33,7 +33,8 @@ from sfg_app.layers.grouping import (DirichletLogits, FilterGrouping, GroupingCo
     (dict(warmup_iter=2.5), r"`warmup_iter`\. Expected an integer >= 0"),
     (dict(norm_parameters="global"), r"`norm_parameters`\. Expected one of per_group, "
                                      r"shared"),
-    (dict(logit_gradient="mean"), r"`logit_gradient`\. Expected one of sum, shared_mean, per_connection, balanced\. "
+    (dict(logit_gradient="mean"), r"`logit_gradient`\. Expected one of sum, shared_mean, "
+                                  r"balanced\. "
                                   r"Received logit_gradient='mean'"),
     (dict(init=(0.5, 0.6, 0.1)), r"`init`\. Expected G probabilities \(one per task, then "
                                  r"the shared group\) summing to 1\. .*They sum to 1\.2"),

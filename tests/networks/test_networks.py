@@ -276,38 +276,6 @@ def tape_gradients(function, variables):
     return value, tape.gradient(value, variables)
 
 
-def test_gradient_per_connection_leaves_the_forward_pass_and_divides_by_consumers():
-    """Same weights and draws: the outputs of every logit_gradient are equal; on the
-    last SFG layer (whose consumers are the heads: one for a specialist, T for the shared
-    group) per_connection is shared_mean; on the layers before, it divides by the next
-    layer's kernels in each group, which shared_mean does not."""
-    x = inputs(2, size=12)
-    models = {}
-    for rule in ("sum", "shared_mean", "per_connection"):
-        models[rule] = make("sfg_highres3dnet", seed=3, grouping=GroupingConfig(
-            init="dirichlet", logit_gradient=rule))
-        models[rule](x, training=True)
-    weights = models["sum"].get_weights()
-    gradients = {}
-    for rule, model in models.items():
-        model.set_weights(weights)
-        for grouping in model.groupings:
-            grouping.seed_generator.state.assign([0, 7])
-        logits = [g.stored_logits for g in model.groupings]
-        outputs, gradients[rule] = tape_gradients(
-            lambda m=model: sum(ops.sum(v ** 2) for v in m(x, training=True).values()),
-            logits)
-        gradients[rule] = [ops.convert_to_numpy(g) for g in gradients[rule]]
-        if rule != "sum":
-            np.testing.assert_allclose(float(outputs), first, rtol=1e-6)
-        else:
-            first = float(outputs)
-    np.testing.assert_allclose(gradients["per_connection"][-1], gradients["shared_mean"][-1],
-                               rtol=1e-4, atol=1e-7)
-    assert not np.allclose(gradients["per_connection"][0], gradients["shared_mean"][0])
-    assert not np.allclose(gradients["shared_mean"][-1], gradients["sum"][-1])
-
-
 def test_grouping_kl_and_probabilities():
     dense = make("hard_shared")
     assert float(dense.grouping_kl()) == 0.0 and dense.grouping_probabilities() == {}
