@@ -28,26 +28,13 @@ from sfg_app.engine.inference import InferenceDriver, InferencePlan
 from sfg_app.engine.state import TrainingPlan
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import TrainingError
+from tiny_run import SHAPE, tiny_sections
 
-SHAPE = (20, 18, 16)  # voxels of each phantom, on its own orientation and voxel size
 INFERRED = "pelvis_000"  # the inference subject of the split (seed 1, 3 subjects)
 
 
 def base_sections(model_dir: str) -> dict:
-    return {
-        "SYSTEM": {"model_dir": model_dir, "seed": 1, "num_threads": 0},
-        "MR": {"path_to_search": "data", "filename_contains": "_mr",
-               "spatial_window_size": (16, 16, 16), "normalisation": "zscore"},
-        "CT": {"path_to_search": "data", "filename_contains": "_ct"},
-        "LABEL": {"path_to_search": "data", "filename_contains": "_seg"},
-        "NETWORK": {"name": "sfg_highres3dnet", "batch_size": 1, "layer_scale": 0.25},
-        "MULTITASK": {"image": "MR", "tasks": "organs, synth_ct"},
-        "TASK organs": {"type": "segmentation", "target": "LABEL", "num_classes": 6},
-        "TASK synth_ct": {"type": "regression", "target": "CT", "target_scale": 1000},
-        "TRAINING": {"max_iter": 1, "save_every_n": 100,
-                     "exclude_fraction_for_inference": 0.3},
-        "INFERENCE": {"border": (2, 2, 2)},
-    }
+    return tiny_sections(model_dir)
 
 
 def configure(folder, sections: dict, **changes):

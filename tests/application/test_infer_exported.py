@@ -17,29 +17,24 @@ from sfg_app.config import settings_from_dict
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.networks.compact import CompactNetwork
 from sfg_app.networks.heads import HeadSpec
+from tiny_run import tiny_sections
 
 SUBJECT = "pelvis_000"
 
 
 def sections(model_dir: str) -> dict:
-    return {
-        "SYSTEM": {"model_dir": model_dir, "seed": 2, "num_threads": 0},
-        # 2D windows keep training and inference fast; every slice is a window's.
-        "MR": {"path_to_search": "data", "filename_contains": "_mr",
-               "spatial_window_size": (16, 16, 1), "normalisation": "zscore"},
-        "CT": {"path_to_search": "data", "filename_contains": "_ct"},
-        "LABEL": {"path_to_search": "data", "filename_contains": "_seg"},
-        "NETWORK": {"name": "sfg_highres3dnet", "batch_size": 4, "layer_scale": 0.25},
-        "MULTITASK": {"image": "MR", "tasks": "organs, synth_ct"},
-        "TASK organs": {"type": "segmentation", "target": "LABEL", "num_classes": 6,
-                        "save_probabilities": True},
-        "TASK synth_ct": {"type": "regression", "target": "CT", "target_scale": 1000},
-        "TRAINING": {"max_iter": 2, "save_every_n": 100, "validation_every_n": 0},
-        "INFERENCE": {"border": (2, 2, 0), "blending": "gaussian"},
-        # Uniform probabilities: the map architecture deals the kernels over the groups,
-        # so the export drops the other task's specialists.
-        "SFG": {"init": "uniform"},
-    }
+    values = tiny_sections(model_dir)
+    values["SYSTEM"]["seed"] = 2
+    # 2D windows keep training and inference fast; every slice is a window's.
+    values["MR"]["spatial_window_size"] = (16, 16, 1)
+    values["NETWORK"]["batch_size"] = 4
+    values["TASK organs"]["save_probabilities"] = True
+    values["TRAINING"] = {"max_iter": 2, "save_every_n": 100, "validation_every_n": 0}
+    values["INFERENCE"] = {"border": (2, 2, 0), "blending": "gaussian"}
+    # Uniform probabilities: the map architecture deals the kernels over the groups,
+    # so the export drops the other task's specialists.
+    values["SFG"] = {"init": "uniform"}
+    return values
 
 
 @pytest.fixture(scope="module")

@@ -14,28 +14,14 @@ from sfg_app.config import save_settings, settings_from_dict
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.inference import InferenceDriver, InferencePlan
 import sfg_app.networks.compact  # noqa: F401  registers CompactNetwork for load_model
+from tiny_run import SHAPE, tiny_sections
 
-SHAPE = (20, 18, 16)
 
 
 def sections(model_dir: str, network: str = "sfg_highres3dnet") -> dict:
-    return {
-        "SYSTEM": {"model_dir": model_dir, "seed": 1, "num_threads": 0},
-        "MR": {"path_to_search": "data", "filename_contains": "_mr",
-               "spatial_window_size": (16, 16, 16), "normalisation": "zscore"},
-        "CT": {"path_to_search": "data", "filename_contains": "_ct"},
-        "LABEL": {"path_to_search": "data", "filename_contains": "_seg"},
-        "NETWORK": {"name": network, "batch_size": 1, "layer_scale": 0.25},
-        "MULTITASK": {"image": "MR", "tasks": "organs, synth_ct"},
-        "TASK organs": {"type": "segmentation", "target": "LABEL", "num_classes": 6},
-        "TASK synth_ct": {"type": "regression", "target": "CT", "target_scale": 1000},
-        "TRAINING": {"max_iter": 1, "save_every_n": 100,
-                     "exclude_fraction_for_inference": 0.3},
-        "INFERENCE": {"border": (2, 2, 2)},
-        # Uniform probabilities: the map architecture deals the kernels over the groups
-        # (the default init puts most in the shared group, where nothing is dropped).
-        "SFG": {"init": "uniform"},
-    }
+    # Uniform probabilities: the map architecture deals the kernels over the groups
+    # (the default init puts most in the shared group, where nothing is dropped).
+    return dict(tiny_sections(model_dir, network), SFG={"init": "uniform"})
 
 
 @pytest.fixture(scope="module")

@@ -20,26 +20,16 @@ from sfg_app.cli import train as cli_train
 from sfg_app.config import save_settings, settings_from_dict
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.io.run_folder import RunFolder
+from tiny_run import SHAPE, tiny_sections
 
-SHAPE = (20, 18, 16)
 
 
 def sections(model_dir: str) -> dict:
-    return {
-        "SYSTEM": {"model_dir": model_dir, "seed": 1, "num_threads": 0},
-        "MR": {"path_to_search": "data", "filename_contains": "_mr",
-               "spatial_window_size": (16, 16, 16), "normalisation": "zscore"},
-        "CT": {"path_to_search": "data", "filename_contains": "_ct",
-               "spatial_window_size": (16, 16, 16)},
-        "LABEL": {"path_to_search": "data", "filename_contains": "_seg"},
-        "NETWORK": {"name": "sfg_highres3dnet", "batch_size": 1, "layer_scale": 0.25},
-        "MULTITASK": {"image": "MR", "tasks": "organs, synth_ct"},
-        "TASK organs": {"type": "segmentation", "target": "LABEL", "num_classes": 6},
-        "TASK synth_ct": {"type": "regression", "target": "CT", "target_scale": 1000},
-        "TRAINING": {"max_iter": 2, "save_every_n": 100,
-                     "exclude_fraction_for_inference": 0.3},
-        "INFERENCE": {"border": (2, 2, 2)},
-    }
+    """The tiny run, two iterations, with CT windowed so that it can be an input too."""
+    values = tiny_sections(model_dir)
+    values["CT"]["spatial_window_size"] = (16, 16, 16)
+    values["TRAINING"]["max_iter"] = 2
+    return values
 
 
 @pytest.fixture(scope="module")

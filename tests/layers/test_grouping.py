@@ -208,16 +208,22 @@ def test_sample_mode_draws_one_hot_from_the_posterior():
     assert stats.chisquare(masks.sum(0), np.array([0.5, 0.3, 0.2]) * 6000).pvalue > 1e-3
 
 
+def _logit_gradient(gradients, layer, upstream, temperature):
+    """The gradient on ``layer``'s logits of sum(masks * upstream) in train mode."""
+    upstream = ops.convert_to_tensor(upstream)
+    gradient, = gradients(lambda: ops.sum(layer.masks("train", temperature) * upstream),
+                          [layer.stored_logits])
+    return gradient
+
+
 def test_straight_through_gradient_is_the_soft_gradient(gradients):
     """Forward one-hot, backward through softmax((log p + g) / tau): the two draws share
     the seed, so the soft sample is the one whose argmax the hard sample took."""
-    weights = ops.convert_to_tensor(np.arange(12, dtype=np.float32).reshape(4, 3))
-    hard_layer = _built(4, 3, seed=9, init="dirichlet")
-    soft_layer = _built(4, 3, seed=9, init="dirichlet", straight_through=False)
-    hard_grad, = gradients(lambda: ops.sum(hard_layer.masks("train", 0.5) * weights),
-                           [hard_layer.stored_logits])
-    soft_grad, = gradients(lambda: ops.sum(soft_layer.masks("train", 0.5) * weights),
-                           [soft_layer.stored_logits])
+    weights = np.arange(12, dtype=np.float32).reshape(4, 3)
+    hard_grad = _logit_gradient(gradients, _built(4, 3, seed=9, init="dirichlet"), weights,
+                                0.5)
+    soft_grad = _logit_gradient(gradients, _built(4, 3, seed=9, init="dirichlet",
+                                                  straight_through=False), weights, 0.5)
     np.testing.assert_allclose(hard_grad, soft_grad, rtol=1e-5, atol=1e-6)
     assert np.abs(hard_grad).max() > 0
 
@@ -229,15 +235,12 @@ def test_balanced_masks_divide_the_shared_gradient_by_the_number_of_tasks(gradie
     weights = np.arange(20, dtype=np.float32).reshape(5, 4) - 7.0
     divided = weights.copy()
     divided[:, -1] /= 3.0
-    plain = _built(5, 4, seed=3, init="dirichlet")
-    balanced = _built(5, 4, seed=3, init="dirichlet", logit_gradient="balanced")
     np.testing.assert_array_equal(ops.convert_to_numpy(_built(
         5, 4, seed=3, init="dirichlet").masks("train", 0.7)), ops.convert_to_numpy(
         _built(5, 4, seed=3, init="dirichlet", logit_gradient="balanced").masks("train", 0.7)))
-    expected, = gradients(lambda: ops.sum(plain.masks("train", 0.7) * divided),
-                          [plain.stored_logits])
-    got, = gradients(lambda: ops.sum(balanced.masks("train", 0.7) * weights),
-                     [balanced.stored_logits])
+    expected = _logit_gradient(gradients, _built(5, 4, seed=3, init="dirichlet"), divided, 0.7)
+    got = _logit_gradient(gradients, _built(5, 4, seed=3, init="dirichlet",
+                                            logit_gradient="shared_mean"), weights, 0.7)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(got).max() > 0
 
