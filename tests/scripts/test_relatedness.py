@@ -57,9 +57,9 @@ def test_rows_repeat_level_free_methods_and_read_the_shared_fractions(tmp_path):
     assert [float(sfg[f"shared_sfg_{i}"]) for i in range(5)] == [1 / 8, 2 / 8, 3 / 8,
                                                                  4 / 8, 5 / 8]
     relatedness.write_report("sweep", rows, tmp_path / "results")
-    with open(tmp_path / "results" / "sweep.csv", newline="") as handle:
+    with open(tmp_path / "results" / "sweep.csv", newline="", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 4
-    table = (tmp_path / "results" / "sweep.md").read_text()
+    table = (tmp_path / "results" / "sweep.md").read_text(encoding="utf-8")
     assert "| sfg | 0 | 1 | 0.700 | 0.080 | 0.125 |" in table
     assert (tmp_path / "results" / "sweep" / "shared_fraction.png").read_bytes()[:4] == \
         b"\x89PNG"
