@@ -51,9 +51,9 @@ class GroupingConfig:
     out of the shared group 5% of the steps cost the synthesis about 50 HU of MAE).
     ``logit_gradient = shared_mean`` (``masks`` divides the shared group's gradient by
     the number of tasks; ``balanced`` also has the training driver equalise the tasks'
-    gradients): under the
-    straight-through estimate a shared kernel's mask collects the gradient of every head
-    it reaches, so with ``sum`` the shared group wins wherever a kernel helps anyone. The
+    gradients): under the straight-through estimate a shared kernel's mask collects the
+    gradient of every head it reaches, so with ``sum`` the shared group wins wherever a
+    kernel helps anyone. The
     defaults here are the paper's method; the config schema's ``[SFG]`` defaults are the
     recipe that README's Results measured.
     """
