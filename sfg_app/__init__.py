@@ -1,9 +1,8 @@
 """sfg: config-driven multi-task learning with Stochastic Filter Groups.
 
-Importing the package turns TensorFlow's oneDNN CPU kernels on before TensorFlow is
-imported (see ``sfg_app.runtime``).
+Importing the package (or any of its modules) changes nothing in the process: the
+command-line entry points choose the environment (``sfg_app.cli.common``) and the console
+(``sfg_app.cli.console``).
 """
-
-from sfg_app import runtime  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS first)
 
 __version__ = "0.1.0"

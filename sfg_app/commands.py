@@ -14,11 +14,10 @@ import sys
 
 import tensorflow as tf
 
-from sfg_app import runtime
 from sfg_app.config import settings_text
-from sfg_app.engine.checkpoints import CheckpointStore, variables_by_path
-from sfg_app.engine.inference import InferenceDriver, InferencePlan
-from sfg_app.engine.state import TrainingPlan
+from sfg_app.engine.checkpoints import CheckpointStore, saved_shapes
+from sfg_app.engine.inference import InferenceDriver, InferenceOptions
+from sfg_app.engine.state import TrainingOptions
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import ConfigError, DataError
 from sfg_app.evaluation.grouping import (describe_allocation, plot_history, read_history,
@@ -30,12 +29,11 @@ from sfg_app.io.run_folder import RunFolder
 from sfg_app.networks.compact import compact_network
 from sfg_app.registry import APPLICATIONS
 
-GROUPING_FOLDER = "grouping"
-HISTORY_FILE = "grouping_history.csv"
 
-
-def make_application(settings):
-    return APPLICATIONS.get(settings.system.application)(settings)
+def make_application(settings, inputs=None):
+    """The application `[SYSTEM] application` names; `inputs`: image files to infer
+    instead of the config's split (`sfg_infer --input`)."""
+    return APPLICATIONS.get(settings.system.application)(settings, inputs=inputs)
 
 
 def claim_run(settings, stack, command_line: str) -> str | None:
@@ -74,10 +72,7 @@ def train(settings) -> None:
     if not CheckpointStore(model_dir).iterations():
         run.record_identity(application.network_identity())
     run.record_settings(settings_text(settings))
-    notice = runtime.onednn_notice()
-    if notice:
-        print(notice, file=sys.stderr)
-    state = TrainingDriver(application, TrainingPlan.from_settings(settings)).run()
+    state = TrainingDriver(application, TrainingOptions.from_settings(settings)).run()
     if state.chief and state.model.grouping_probabilities():
         _write_grouping(application, state.model, model_dir, state.iteration)
 
@@ -111,19 +106,19 @@ def infer(settings, inputs=None, output_dir=None, overwrite: bool = False,
     `check_exported_network`), the output folder writable, every output's name inside it
     and not there already (unless `overwrite` or `[INFERENCE] overwrite`), the inputs'
     channels those the network was trained on."""
-    plan = InferencePlan.from_settings(settings, network)
+    plan = InferenceOptions.from_settings(settings, network)
     output_dir = str(output_dir or settings.inference.save_seg_dir)
     overwrite = overwrite or settings.inference.overwrite
     if network is None:
         # An untrained model_dir fails before the data are read (and a split file written).
         checkpoint = CheckpointStore(str(plan.model_dir)).path(plan.inference_iter)
     writable_folder(output_dir, "the inference outputs")
-    application = make_application(settings)
+    application = make_application(settings, inputs)
     driver = InferenceDriver(application, plan)
     # An exported network is loaded and checked before the data are read, too.
     model = None if network is None else driver.load_model()
     tasks = None if model is None else model.task_names  # None: every task of the config
-    subjects = application.inference_files(inputs)
+    subjects = application.inference_files()
     application.check_outputs(subjects, output_dir, overwrite, tasks)
     if model is None:
         _check_trained_channels(application, checkpoint, subjects[0])
@@ -160,17 +155,11 @@ def _check_trained_channels(application, checkpoint: str, subject) -> None:
     `checkpoint` was trained on another number of input channels than `subject`'s images
     have; found from the variables' shapes, before anything is restored (restoring
     would only say that the checkpoint does not fit)."""
-    try:
-        trained_shapes = dict(tf.train.list_variables(checkpoint))
-    except (IndexError, ValueError, tf.errors.OpError):
-        return  # a damaged checkpoint: restoring skips it, with a warning
-    model = application.build_network()
+    differing = saved_shapes(checkpoint, application.build_network())
     channels = application.input_channels
-    for key, variable in variables_by_path(model).items():
-        trained = trained_shapes.get(f"model/{key.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE")
-        built = tuple(variable.shape)
-        if (trained is None or len(built) < 3 or tuple(trained) == built
-                or built[-2] != channels or trained[-2] == channels):
+    # None: a damaged checkpoint, which restoring skips with a warning.
+    for built, trained in (differing or {}).values():
+        if len(built) < 3 or built[-2] != channels or trained[-2] == channels:
             continue
         files = _input_files(application, subject)
         raise DataError(
@@ -195,7 +184,7 @@ def report_groups(settings) -> dict:
 def _trained_sfg_network(settings, application, what: str):
     """The inference driver and its restored network; a ConfigError unless the network
     has SFG layers (``what`` says what the command does with them)."""
-    driver = InferenceDriver(application, InferencePlan.from_settings(settings))
+    driver = InferenceDriver(application, InferenceOptions.from_settings(settings))
     model = driver.load_model()
     if not model.grouping_probabilities():
         raise ConfigError(f"[NETWORK] name = {settings.network.name} has no SFG layers: "
@@ -204,12 +193,12 @@ def _trained_sfg_network(settings, application, what: str):
 
 
 def _write_grouping(application, model, model_dir: str, iteration: int) -> dict:
-    folder = writable_folder(os.path.join(model_dir, GROUPING_FOLDER), "the grouping report")
-    summary = write_grouping_report(model.grouping_probabilities(),
-                                    application.group_names(), folder, step=iteration)
-    history = os.path.join(model_dir, HISTORY_FILE)
-    if os.path.exists(history):
-        plot_history(read_history(history), os.path.join(folder, "grouping_history.png"))
+    run = RunFolder(model_dir)
+    folder = writable_folder(str(run.grouping), "the grouping report")
+    summary = write_grouping_report(model.grouping_probabilities(), application.group_names(),
+                                    run.grouping_yaml, run.grouping_png, step=iteration)
+    if run.grouping_history.exists():
+        plot_history(read_history(run.grouping_history), run.grouping_history_png)
     print(f"Grouping report in {folder}", file=sys.stderr)
     return summary
 
@@ -239,10 +228,10 @@ def evaluate(settings) -> list[dict]:
     if not rows:
         raise DataError(f"Nothing to evaluate in the {settings.inference.dataset_to_infer!r} "
                         "split: no subject has a target.")
-    write_metrics(rows, os.path.join(folder, "metrics.csv"),
-                  os.path.join(folder, "summary.txt"))
+    run = RunFolder(str(settings.system.model_dir))
+    write_metrics(rows, run.metrics(folder), run.metrics_summary(folder))
     print(summary_table(rows))
-    print(f"Per-subject metrics in {os.path.join(folder, 'metrics.csv')}", file=sys.stderr)
+    print(f"Per-subject metrics in {run.metrics(folder)}", file=sys.stderr)
     return rows
 
 
@@ -256,11 +245,10 @@ def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dic
     if task not in tasks:
         raise ConfigError(f"--task {task!r} is not a task of this config. Expected one of: "
                           f"{', '.join(tasks)} ([MULTITASK] tasks).")
-    output_dir = writable_folder(
-        str(output_dir or os.path.join(str(settings.system.model_dir), "export")),
-        "the exported network")
-    keras_path = os.path.join(output_dir, f"{task}.keras")
-    saved_path = os.path.join(output_dir, f"{task}_savedmodel")
+    run = RunFolder(str(settings.system.model_dir))
+    output_dir = writable_folder(str(output_dir or run.export), "the exported network")
+    keras_path = str(run.exported_keras(task, output_dir))
+    saved_path = str(run.exported_savedmodel(task, output_dir))
     existing = [p for p in (keras_path, saved_path) if os.path.exists(p)]
     if existing and not overwrite:
         raise DataError(f"{', '.join(existing)} already exist(s). Choose another --output "
@@ -273,10 +261,8 @@ def export(settings, task: str, output_dir=None, overwrite: bool = False) -> dic
     compact = result.model
     with atomic_path(keras_path) as temporary:
         compact.save(temporary)
-    first_conv = compact.stages[0].block.conv
-    signature = [tf.TensorSpec((None,) * (first_conv.rank + 1)
-                               + (int(first_conv.kernel.shape[-2]),), tf.float32,
-                               name="image")]
+    signature = [tf.TensorSpec((None,) * (compact.spatial_rank + 1) + (compact.input_channels,),
+                               tf.float32, name="image")]
     with atomic_path(saved_path) as temporary:
         compact.export(temporary, format="tf_saved_model", input_signature=signature,
                        verbose=False)

@@ -3,8 +3,11 @@
 TensorFlow 2.21 turns its oneDNN CPU kernels on by default only on CPUs with AVX512-VNNI,
 AVX512-BF16 or AMX. On AVX2-only x86 CPUs (most laptops and many cloud machines) it leaves
 them off, and a training step of our networks is about 3.8x slower (bench_sfg.py at the
-demo's size: 4.72 s against 1.25 s a step on a 2-core AMD EPYC). sfg turns them on for
-every x86 CPU unless the user chose with ``TF_ENABLE_ONEDNN_OPTS`` themselves.
+demo's size: 4.72 s against 1.25 s a step on a 2-core AMD EPYC). sfg's command-line entry
+points (``sfg_app.cli.common.run_command``), the test session and the benchmarks turn them
+on for every x86 CPU unless the user chose with ``TF_ENABLE_ONEDNN_OPTS`` themselves;
+importing sfg_app leaves the environment as it is, so a program that uses sfg as a library
+keeps its own choice.
 """
 
 from __future__ import annotations
@@ -35,13 +38,6 @@ def enable_onednn(environ=None, machine: str | None = None,
     return True
 
 
-#: Whether importing sfg_app turned oneDNN on (the commands say so once in their log).
-ONEDNN_SET_BY_SFG = enable_onednn()
-
-
-def onednn_notice() -> str | None:
-    """The line a command logs when sfg turned oneDNN on, else None."""
-    if not ONEDNN_SET_BY_SFG:
-        return None
-    return (f"oneDNN CPU kernels on ({ONEDNN_VARIABLE}=1 set by sfg: about 4x faster on "
-            f"AVX2 CPUs; set {ONEDNN_VARIABLE}=0 to turn them off)")
+#: What a command logs when ``enable_onednn`` turned oneDNN on.
+ONEDNN_NOTICE = (f"oneDNN CPU kernels on ({ONEDNN_VARIABLE}=1 set by sfg: about 4x faster "
+                 f"on AVX2 CPUs; set {ONEDNN_VARIABLE}=0 to turn them off)")

@@ -55,52 +55,22 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 MODELS = ("dense", "map", "sample", "monai")
 NETWORKS = {"dense": "hard_shared", "map": "sfg_highres3dnet", "sample": "sfg_highres3dnet"}
 
-CONFIG = """
-[SYSTEM]
-model_dir = {model_dir}
-seed = 1
 
-[MR]
-path_to_search = {data}
-filename_contains = _mr
-spatial_window_size = ({window}, {window}, {window})
-normalisation = zscore
+def config_text(model_dir, data, window: int, network: str, batch: int, border: int,
+                architecture: str, samples: int) -> str:
+    """The tiny run's config (sfg_app.demo.configs) for a network at full width (layer_scale
+    1) trained one iteration on the phantoms in ``data``, then inferring with cubic
+    windows."""
+    from sfg_app.demo.configs import ini_text, phantom_sections
 
-[CT]
-path_to_search = {data}
-filename_contains = _ct
-
-[LABEL]
-path_to_search = {data}
-filename_contains = _seg
-
-[NETWORK]
-name = {network}
-batch_size = {batch}
-
-[MULTITASK]
-image = MR
-tasks = organs, synth_ct
-
-[TASK organs]
-type = segmentation
-target = LABEL
-num_classes = 6
-
-[TASK synth_ct]
-type = regression
-target = CT
-target_scale = 1000
-
-[TRAINING]
-max_iter = 1
-validation_every_n = 0
-
-[INFERENCE]
-border = ({border}, {border}, {border})
-architecture = {architecture}
-mc_samples = {samples}
-"""
+    return ini_text(phantom_sections(model_dir, data=data, changes={
+        "SYSTEM": {"num_threads": None},
+        "MR": {"spatial_window_size": (window,) * 3},
+        "NETWORK": {"name": network, "batch_size": batch, "layer_scale": None},
+        "TRAINING": {"save_every_n": None, "validation_every_n": 0,
+                     "exclude_fraction_for_inference": None},
+        "INFERENCE": {"border": (border,) * 3, "architecture": architecture,
+                      "mc_samples": samples}}))
 
 
 def parse_args(argv):
@@ -258,6 +228,7 @@ def prepare(args, work: pathlib.Path) -> dict:
     import nibabel as nib
 
     from sfg_app.demo.phantoms import write_dataset
+    from sfg_app.io.run_folder import RunFolder
 
     env = environment()
     volume = work / "volume.nii.gz"
@@ -272,13 +243,13 @@ def prepare(args, work: pathlib.Path) -> dict:
     configs = {}
     for model in (m for m in args.models if m != "monai"):
         config = work / f"{model}.ini"
-        config.write_text(CONFIG.format(
+        config.write_text(config_text(
             model_dir=work / f"run_{NETWORKS[model]}", data=work / "small", window=args.window,
             network=NETWORKS[model], batch=args.batch, border=border,
             architecture="sample" if model == "sample" else "map",
             samples=args.mc_samples), encoding="utf-8")
         configs[model] = str(config)
-        if not (work / f"run_{NETWORKS[model]}" / "checkpoints").exists():
+        if not RunFolder(work / f"run_{NETWORKS[model]}").checkpoints.exists():
             # One iteration on small windows: the weights do not depend on the window.
             subprocess.run([sys.executable, "-m", "sfg_app.cli.train", "-c", str(config),
                             "--set", "MR.spatial_window_size=(16, 16, 16)",
@@ -303,13 +274,17 @@ def measure(args, work: pathlib.Path, prepared: dict, model: str) -> dict:
 
 
 def main(argv=None) -> int:
+    from bench_train import onednn_line
+    from sfg_app import runtime
+
+    onednn_set = runtime.enable_onednn()   # as the command line: the jobs inherit it
     args = parse_args(argv)
     if args._one:
         return one(args._one)
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="sfg_bench_infer_"))
     work.mkdir(parents=True, exist_ok=True)
     print(cpu_line())
-    print(f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (sfg sets 1 on x86)')}")
+    print(onednn_line(onednn_set))
     prepared = prepare(args, work)
     print(f"volume {'x'.join(map(str, args.shape))}, windows {args.window}^3, overlap "
           f"{args.overlap} (sfg: border {prepared['border']}, crop blending), "

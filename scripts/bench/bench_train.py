@@ -104,77 +104,35 @@ SIZES = {
 }
 
 NEVER = 10 ** 9  # save_every_n and tensorboard_every_n: later than any run
-
-CONFIG = """\
+HEADER = """\
 ; Written by scripts/bench/bench_train.py: the demo's recipe (configs/demo.ini) at one
 ; window size, without validation, checkpoints or summaries inside the run.
-[SYSTEM]
-model_dir = run
-seed = 7
-num_threads = 2
-
-[MR]
-path_to_search = data
-filename_contains = _mr
-spatial_window_size = ({window}, {window}, {window})
-axcodes = (R, A, S)
-{pixdim}
-normalisation = zscore
-foreground_type = otsu
-
-[CT]
-path_to_search = data
-filename_contains = _ct
-
-[LABEL]
-path_to_search = data
-filename_contains = _seg
-
-[BODY]
-path_to_search = data
-filename_contains = _body
-
-[NETWORK]
-name = hard_shared
-layer_scale = {layer_scale}
-batch_size = {batch}
-window_sampling = balanced
-volume_padding_size = ({padding}, {padding}, {padding})
-
-[SFG]
-connectivity = mixed
-impl = fused
-finetune_iter = 0
-
-[MULTITASK]
-image = MR
-tasks = organs, synth_ct
-weighting = uncertainty
-
-[TASK organs]
-type = segmentation
-target = LABEL
-num_classes = 6
-loss = dice_ce
-
-[TASK synth_ct]
-type = regression
-target = CT
-mask = BODY
-loss = l1
-target_scale = 1000
-
-[TRAINING]
-optimiser = adam
-lr = 0.003
-max_iter = 1
-save_every_n = {never}
-validation_every_n = 0
-tensorboard_every_n = {never}
-random_flipping_axes = (0,)
-rotation_angle = (-10, 10)
-scaling_percentage = (-10, 10)
 """
+
+
+def config_text(size: Size) -> str:
+    """The config of ``size`` (see HEADER)."""
+    from sfg_app.demo.configs import ini_text, phantom_sections
+
+    return HEADER + ini_text(phantom_sections(
+        body_mask=True, changes={
+            "SYSTEM": {"seed": 7, "num_threads": 2},
+            # pixdim None: no key, each volume's own voxel size.
+            "MR": {"spatial_window_size": (size.window,) * 3, "axcodes": ("R", "A", "S"),
+                   "pixdim": size.pixdim, "foreground_type": "otsu"},
+            "NETWORK": {"name": "hard_shared", "layer_scale": size.layer_scale,
+                        "batch_size": size.batch, "window_sampling": "balanced",
+                        "volume_padding_size": (size.padding,) * 3},
+            "SFG": {"connectivity": "mixed", "impl": "fused", "finetune_iter": 0},
+            "MULTITASK": {"weighting": "uncertainty"},
+            "TASK organs": {"loss": "dice_ce"},
+            "TASK synth_ct": {"loss": "l1"},
+            "TRAINING": {"optimiser": "adam", "lr": 0.003, "save_every_n": NEVER,
+                         "validation_every_n": 0, "tensorboard_every_n": NEVER,
+                         "exclude_fraction_for_inference": None,
+                         "random_flipping_axes": (0,), "rotation_angle": (-10, 10),
+                         "scaling_percentage": (-10, 10)},
+            "INFERENCE": None}))
 
 
 def parse_args(argv):
@@ -203,12 +161,16 @@ def parse_args(argv):
     return args
 
 
-def configure() -> None:
-    """Backend and logging are chosen by the environment, before Keras is imported."""
+def configure() -> bool:
+    """Backend, logging and oneDNN (as the command line chooses them) are chosen by the
+    environment, before Keras is imported; True when sfg turned oneDNN on."""
+    from sfg_app import runtime
+
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("KERAS_HOME", str(REPO / ".keras_home"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return runtime.enable_onednn()
 
 
 # -- what a step computes ------------------------------------------------------------------
@@ -253,11 +215,8 @@ def write_project(folder: pathlib.Path, size: Size, seed: int = 0) -> pathlib.Pa
     from sfg_app.demo.phantoms import write_dataset
 
     write_dataset(folder / "data", subjects=size.subjects, seed=seed, shape=size.phantom_shape)
-    pixdim = "" if size.pixdim is None else f"pixdim = {tuple(size.pixdim)}"
     config = folder / "bench.ini"
-    config.write_text(CONFIG.format(window=size.window, pixdim=pixdim,
-                                    layer_scale=size.layer_scale, batch=size.batch,
-                                    padding=size.padding, never=NEVER))
+    config.write_text(config_text(size))
     return config
 
 
@@ -288,7 +247,7 @@ def train(config: pathlib.Path, model_dir: pathlib.Path, network: str, iteration
 
     from sfg_app.config import load_settings
     from sfg_app.commands import make_application
-    from sfg_app.engine.state import TrainingPlan
+    from sfg_app.engine.state import TrainingOptions
     from sfg_app.engine.training import TrainingDriver
 
     settings = load_settings(config, [f"NETWORK.name={network}",
@@ -296,7 +255,7 @@ def train(config: pathlib.Path, model_dir: pathlib.Path, network: str, iteration
                                       f"TRAINING.max_iter={iterations}"])
     application = make_application(settings)
     timer = step_timer()
-    driver = TrainingDriver(application, TrainingPlan.from_settings(settings),
+    driver = TrainingDriver(application, TrainingOptions.from_settings(settings),
                             extra_handlers=[timer])
     said = io.StringIO()
     with contextlib.redirect_stderr(sys.stderr if verbose else said):
@@ -370,11 +329,11 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def onednn_line() -> str:
+def onednn_line(set_by_sfg: bool) -> str:
     from sfg_app import runtime
 
     value = os.environ.get(runtime.ONEDNN_VARIABLE)
-    who = "set by sfg" if runtime.ONEDNN_SET_BY_SFG else "set by the caller"
+    who = "set by sfg" if set_by_sfg else "set by the caller"
     return (f"{runtime.ONEDNN_VARIABLE}={value} ({who})" if value is not None else
             f"{runtime.ONEDNN_VARIABLE} unset (TensorFlow's default for this CPU)")
 
@@ -400,12 +359,11 @@ def table(name: str, size: Size, results: dict[str, dict]) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    configure()
-    import sfg_app.runtime  # noqa: F401  (chooses oneDNN before TensorFlow is imported)
+    onednn_set = configure()
     import tensorflow as tf
 
     print(cpu_line())
-    print(f"{onednn_line()}; TensorFlow {tf.__version__}, intra-op threads "
+    print(f"{onednn_line(onednn_set)}; TensorFlow {tf.__version__}, intra-op threads "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
     sizes = {name: SIZES[name] if args.batch is None else
              dataclasses.replace(SIZES[name], batch=args.batch) for name in args.sizes}

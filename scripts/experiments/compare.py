@@ -36,9 +36,10 @@ import numpy as np
 import yaml
 
 from sfg_app.config import schema
-from sfg_app.config.types import Path as PathType
+from sfg_app.keys import Path as PathType
 from sfg_app.demo import phantoms
 from sfg_app.data.dataset import draw_split, write_split_file
+from sfg_app.io.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -260,9 +261,10 @@ def architecture_of(config: Path) -> str:
 def architecture_sets(run_dir: Path, architecture: str) -> list:
     """The ``--set`` values that infer and evaluate ``architecture`` beside the run's own
     outputs (``mc_samples`` stays the config's)."""
+    run = RunFolder(run_dir)
     return [f"INFERENCE.architecture={architecture}",
-            f"INFERENCE.save_seg_dir={run_dir / f'inference_{architecture}'}",
-            f"EVALUATION.save_csv_dir={run_dir / f'evaluation_{architecture}'}"]
+            f"INFERENCE.save_seg_dir={run.inference(architecture)}",
+            f"EVALUATION.save_csv_dir={run.evaluation(architecture)}"]
 
 
 def run_steps(train: bool, architectures, run_dir: Path) -> list:
@@ -536,13 +538,13 @@ def write_report(preset: Preset, work: Path, results: Path) -> None:
     plots.mkdir(parents=True, exist_ok=True)
     lines = []
     for method in filter(is_learned_sfg, methods):
-        runs = [work / "runs" / method / f"seed{r['seed']}" for r in rows if r["method"] == method]
+        runs = [RunFolder(work / "runs" / method / f"seed{r['seed']}")
+                for r in rows if r["method"] == method]
         for run in runs:
-            if (run / "grouping" / "grouping_history.png").exists():
-                shutil.copyfile(run / "grouping" / "grouping_history.png",
-                                plots / f"history_{method}_{run.name}.png")
-        documents = [d for d in (read_grouping(run / "grouping" / "grouping.yaml")
-                                 for run in runs) if d]
+            if run.grouping_history_png.exists():
+                shutil.copyfile(run.grouping_history_png,
+                                plots / f"history_{method}_{run.path.name}.png")
+        documents = [d for d in (read_grouping(run.grouping_yaml) for run in runs) if d]
         if documents:
             groups, layers = mean_grouping(documents)
             lines.append(grouping_line(method, len(documents), groups, layers))
@@ -578,6 +580,7 @@ def run_all(preset: Preset, work: Path, csv_path: Path, methods, seeds) -> list:
     failed = []
     for method, seed, train, architectures in plans:
         run_dir, start = work / "runs" / method / f"seed{seed}", time.monotonic()
+        run = RunFolder(run_dir)
         steps = run_steps(train, architectures, run_dir)
         status = run_pair(configs[method], run_dir, seed, work / ".keras_home", steps)
         took = (time.monotonic() - start) / 60
@@ -592,8 +595,8 @@ def run_all(preset: Preset, work: Path, csv_path: Path, methods, seeds) -> list:
         if train and None not in complete:
             continue
         if train:
-            parent = result_row(method, seed, read_csv(run_dir / "evaluation" / "metrics.csv"),
-                                read_grouping(run_dir / "grouping" / "grouping.yaml"),
+            parent = result_row(method, seed, read_csv(run.metrics()),
+                                read_grouping(run.grouping_yaml),
                                 preset.iterations, status["train_minutes"] or 0.0,
                                 architecture_of(configs[method]))
             write_results(csv_path, [parent], append=True)
@@ -605,7 +608,7 @@ def run_all(preset: Preset, work: Path, csv_path: Path, methods, seeds) -> list:
             if architecture not in complete:
                 continue
             row = architecture_row(parent, architecture, read_csv(
-                run_dir / f"evaluation_{architecture}" / "metrics.csv"))
+                run.metrics(run.evaluation(architecture))))
             write_results(csv_path, [row], append=True)
             print(f"{row['method']} seed {seed}: dice_mean {row['dice_mean'] or '–'}, "
                   f"mae_hu {row['mae_hu'] or '–'}", flush=True)

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sfg_app.io.run_folder import RunFolder
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 _spec = importlib.util.spec_from_file_location("compare", HERE / "compare.py")
@@ -102,7 +104,7 @@ def run_level(data: dict, name: str, level: float, methods: list, work: Path,
 
 def shared_fractions(run: Path) -> dict:
     """``{shared_<layer>: fraction}`` from a run's grouping report; empty without one."""
-    report = compare.read_grouping(run / "grouping" / "grouping.yaml") or {}
+    report = compare.read_grouping(RunFolder(run).grouping_yaml) or {}
     return {f"shared_{layer}": entry["fraction"]["shared"]
             for layer, entry in (report.get("layers") or {}).items()}
 

@@ -11,12 +11,17 @@ from __future__ import annotations
 class Application:
     """Base class of the applications named by `[SYSTEM] application`."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, inputs=None):
+        """`inputs`: image files to infer (`sfg_infer --input`) instead of the subjects of
+        the config's split; what the application computes follows from these arguments
+        alone, never from the order of its hooks' calls."""
         self.settings = settings
+        self.inputs = inputs
 
     # -- built under the driver's distribution strategy and dtype policy ------------
     def build_network(self):
-        """The Keras model, built (its variables exist)."""
+        """The Keras model, built (its variables exist) for the images' channels: those of
+        the `inputs` files when given, else of the config's data."""
         raise NotImplementedError
 
     def build_objective(self):
@@ -80,6 +85,21 @@ class Application:
         """Names of the SFG groups, in the network's order."""
         return []
 
+    # -- the network's state (called by the drivers outside their traced steps) ----------
+    def set_architecture(self, model, mode: str) -> None:
+        """Run `model` in architecture `mode` from now on: `train`, or one of the test-time
+        architectures `map`, `sample`, `expected`; a network without architectures (the
+        default) runs as it is."""
+
+    def grouping_probabilities(self, model) -> dict:
+        """`{layer: (kernels, groups) numpy}` of the network's SFG layers; none by default."""
+        return {}
+
+    def summary_scalars(self, model) -> dict:
+        """`{name: float}` of the network's own state to log beside the losses; none by
+        default."""
+        return {}
+
     # -- inference and evaluation -------------------------------------------------------
     def decode_outputs(self, outputs):
         """What inference blends, per task of `outputs` (traced into the driver's
@@ -91,8 +111,9 @@ class Application:
         for the config's network."""
         raise NotImplementedError
 
-    def inference_files(self, inputs=None) -> list:
-        """The subjects to infer (`SubjectFiles`): the config's split, or `inputs` files."""
+    def inference_files(self) -> list:
+        """The subjects to infer (`SubjectFiles`): the config's split, or the `inputs`
+        files."""
         raise NotImplementedError
 
     def check_outputs(self, subjects: list, output_dir: str, overwrite: bool,

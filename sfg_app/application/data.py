@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from sfg_app.config.schema import FOREGROUND_RULES
 from sfg_app.data.augmentation import Augmenter, IntensityAugmentation, SpatialAugmentation
 from sfg_app.data.cache import VolumeCache
 from sfg_app.data.dataset import (SectionSource, SubjectFiles, find_subjects,
@@ -27,13 +28,16 @@ from sfg_app.data.preprocessing import (PreprocessedSubject, Preprocessor, Secti
                                         check_label_values)
 from sfg_app.data.windows import WindowSource
 from sfg_app.errors import ConfigError, DataError, SFGWarning
+from sfg_app.io.run_folder import RunFolder
 from sfg_app.registry import SAMPLERS
-
-FOREGROUND_METHODS = ("none", "otsu", "threshold", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
 class SectionRoles:
+    """What the config makes of each input section: the network's image sections, the
+    label sections, the one-value-per-subject sections, those read at all (``used``),
+    and the optional targets that a subject may lack."""
+
     images: tuple[str, ...]
     labels: frozenset[str]
     values: frozenset[str]
@@ -46,6 +50,7 @@ class SectionRoles:
 
 
 def section_roles(settings, tasks: dict) -> SectionRoles:
+    """The roles that follow from how the settings use each section (module docstring)."""
     inputs, network = settings.inputs, settings.network
     images = tuple(settings.multitask.image)
     labels, required, optional_targets = set(), set(images), set()
@@ -63,7 +68,7 @@ def section_roles(settings, tasks: dict) -> SectionRoles:
             labels.add(sampling_map)
     for name in list(required | optional_targets):
         foreground = inputs[name].foreground_type
-        if foreground not in FOREGROUND_METHODS:
+        if foreground not in FOREGROUND_RULES:
             labels.add(foreground)
             required.add(foreground)
     used = tuple(name for name in inputs if name in required | optional_targets)
@@ -72,31 +77,29 @@ def section_roles(settings, tasks: dict) -> SectionRoles:
                         optional=frozenset(optional_targets - required))
 
 
-class DataPlan:
-    """The dataset of a run as the data engine sees it, made from the settings once."""
+def _check_one_grid(settings, roles: SectionRoles) -> None:
+    """Every volume section leaves ``pixdim`` and ``axcodes`` to the image section."""
+    reference = roles.images[0]
+    grid = {key: getattr(settings.inputs[reference], key) for key in ("pixdim", "axcodes")}
+    for name in roles.volumes:
+        for key, value in grid.items():
+            own = getattr(settings.inputs[name], key)
+            if own is not None and own != value:
+                raise ConfigError(
+                    f"[{name}] {key} = {own}, but the image section [{reference}] has "
+                    f"{key} = {value}: every section of a subject is put on the image "
+                    f"section's grid. Set {key} on [{reference}] only.")
 
-    def __init__(self, settings, tasks: dict):
+
+class SubjectCatalog:
+    """The run's subjects: the files of the used sections, matched by subject id, and
+    the split that puts each subject in a phase. Both are read once, so that every
+    phase and every check of a run sees the same subjects."""
+
+    def __init__(self, settings, roles: SectionRoles):
         self.settings = settings
-        self.tasks = tasks
-        self.roles = section_roles(settings, tasks)
-        image = settings.inputs[self.roles.images[0]]
-        self.window_size = tuple(image.spatial_window_size)
-        self._volumes: dict[str, VolumeCache] = {}
-        self._check_one_grid()
+        self.roles = roles
 
-    def _check_one_grid(self) -> None:
-        reference = self.roles.images[0]
-        grid = {key: getattr(self.settings.inputs[reference], key) for key in ("pixdim", "axcodes")}
-        for name in self.roles.volumes:
-            for key, value in grid.items():
-                own = getattr(self.settings.inputs[name], key)
-                if own is not None and own != value:
-                    raise ConfigError(
-                        f"[{name}] {key} = {own}, but the image section [{reference}] has "
-                        f"{key} = {value}: every section of a subject is put on the image "
-                        f"section's grid. Set {key} on [{reference}] only.")
-
-    # -- files and split ----------------------------------------------------------------
     def sources(self) -> list[SectionSource]:
         sources = []
         for name in self.roles.used:
@@ -128,7 +131,20 @@ class DataPlan:
             return list(self.subjects)
         return subjects_in_phase(self.subjects, self.split, phase)
 
-    # -- preprocessing --------------------------------------------------------------------
+
+class SubjectPreprocessing:
+    """The settings' `Preprocessor`, and a subject through it with the checks that only
+    the run can make (label values against the tasks' classes, volumes thinner than the
+    window); `sfg_train --check` runs the same checks without intensity normalisation."""
+
+    def __init__(self, settings, tasks: dict, roles: SectionRoles,
+                 window_size: tuple[int, int, int], catalog: SubjectCatalog):
+        self.settings = settings
+        self.tasks = tasks
+        self.roles = roles
+        self.window_size = window_size
+        self.catalog = catalog
+
     @functools.cached_property
     def preprocessor(self) -> Preprocessor:
         return self._preprocessor(normalise=True)
@@ -158,10 +174,9 @@ class DataPlan:
 
     def fit_intensity_references(self) -> None:
         """Learn histogram landmarks on the training split, once; later runs reuse them."""
-        preprocessor = self.preprocessor
-        if preprocessor.histogram_sections and not os.path.exists(
-                preprocessor.histogram_ref_file):
-            preprocessor.fit_histograms(self.phase("training"))
+        histograms = self.preprocessor.histograms
+        if histograms.specs and not os.path.exists(histograms.file):
+            self.preprocessor.fit_histograms(self.catalog.phase("training"))
 
     def preprocess(self, subject: SubjectFiles, sections=None) -> PreprocessedSubject:
         """One subject on the image grid, its labels checked against the tasks' classes.
@@ -191,7 +206,7 @@ class DataPlan:
         files read and a problem per failing subject, each naming its files."""
         preprocessor = self._preprocessor(normalise=False)
         images, problems, files, channels = self.roles.images, [], 0, {}
-        for subject in self.subjects:
+        for subject in self.catalog.subjects:
             files += len(subject.paths)
             try:
                 processed = self._checked(preprocessor, subject)
@@ -221,26 +236,38 @@ class DataPlan:
                     f"window (spatial_window_size with 1 along z); else check pixdim and the "
                     "window size.", SFGWarning, stacklevel=2)
 
+
+class PhaseVolumes:
+    """The preprocessed subjects of each phase, preprocessed once and kept by
+    `[NETWORK] cache` (one cache per phase for the run's life, whichever window sources
+    read it), under a fingerprint that a change of settings or files invalidates."""
+
+    def __init__(self, settings, roles: SectionRoles, catalog: SubjectCatalog,
+                 preprocessing: SubjectPreprocessing):
+        self.settings = settings
+        self.roles = roles
+        self.catalog = catalog
+        self.preprocessing = preprocessing
+        self._caches: dict[str, VolumeCache] = {}
+
+    def __call__(self, phase: str) -> VolumeCache:
+        if phase not in self._caches:
+            self._caches[phase] = self._new_volumes(phase)
+        return self._caches[phase]
+
     def _arrays(self, subject: SubjectFiles) -> dict[str, np.ndarray]:
-        processed = self.preprocess(subject)
+        processed = self.preprocessing.preprocess(subject)
         arrays = dict(processed.arrays)
         for name, value in processed.values.items():
             arrays[name] = np.atleast_1d(np.asarray(value, np.float32))
         return arrays
 
-    def volumes(self, phase: str) -> VolumeCache:
-        """The preprocessed subjects of `phase`, preprocessed once and kept by `[NETWORK] cache`
-        (one cache per phase for the plan's life, whichever sources read it)."""
-        if phase not in self._volumes:
-            self._volumes[phase] = self._new_volumes(phase)
-        return self._volumes[phase]
-
     def _new_volumes(self, phase: str) -> VolumeCache:
-        subjects = self.phase(phase)
+        subjects = self.catalog.phase(phase)
         if not subjects:
             raise DataError(f"The {phase} split of {self.settings.system.dataset_split_file} "
                             "has no subject.")
-        folder = os.path.join(str(self.settings.system.model_dir), "cache", phase)
+        folder = str(RunFolder(self.settings.system.model_dir).cache(phase))
         return VolumeCache(lambda i: self._arrays(subjects[i]), len(subjects),
                            cache=self.settings.network.cache, folder=folder,
                            fingerprint=self._fingerprint(subjects))
@@ -260,7 +287,18 @@ class DataPlan:
         text = json.dumps([relevant, files], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    # -- windows ----------------------------------------------------------------------------
+
+class WindowSources:
+    """The settings' sampler and augmentation, and the window sources that draw
+    training and validation windows with them from a phase's volumes."""
+
+    def __init__(self, settings, roles: SectionRoles, window_size: tuple[int, int, int],
+                 volumes: PhaseVolumes):
+        self.settings = settings
+        self.roles = roles
+        self.window_size = window_size
+        self.volumes = volumes
+
     def sampler(self):
         network = self.settings.network
         return SAMPLERS.get(network.window_sampling)(
@@ -291,9 +329,51 @@ class DataPlan:
         return Augmenter(spatial=spatial, intensity=intensity,
                          image_sections=self.roles.images, label_sections=self.roles.labels)
 
-    def window_source(self, phase: str, seed: int, augment: bool) -> WindowSource:
+    def source(self, phase: str, seed: int, augment: bool) -> WindowSource:
         training = self.settings.training
         return WindowSource(self.volumes(phase), sampler=self.sampler(),
                             augmenter=self.augmenter() if augment else None,
                             label_sections=self.roles.labels,
                             sample_per_volume=training.sample_per_volume, seed=seed)
+
+
+class RunData:
+    """The data of a run as the application sees it, made from the settings once: the
+    role of each section and the window size, and one collaborator per job (finding the
+    subjects, preprocessing them, keeping their volumes, drawing windows). Its methods
+    are the application's questions, each answered by the collaborator that owns it."""
+
+    def __init__(self, settings, tasks: dict):
+        self.roles = section_roles(settings, tasks)
+        self.window_size = tuple(settings.inputs[self.roles.images[0]].spatial_window_size)
+        _check_one_grid(settings, self.roles)
+        self.catalog = SubjectCatalog(settings, self.roles)
+        self.preprocessing = SubjectPreprocessing(settings, tasks, self.roles,
+                                                  self.window_size, self.catalog)
+        self.volumes = PhaseVolumes(settings, self.roles, self.catalog, self.preprocessing)
+        self.windows = WindowSources(settings, self.roles, self.window_size, self.volumes)
+
+    @property
+    def subjects(self) -> list[SubjectFiles]:
+        return self.catalog.subjects
+
+    def sources(self) -> list[SectionSource]:
+        return self.catalog.sources()
+
+    def phase(self, phase: str) -> list[SubjectFiles]:
+        return self.catalog.phase(phase)
+
+    def fit_intensity_references(self) -> None:
+        self.preprocessing.fit_intensity_references()
+
+    def preprocess(self, subject: SubjectFiles, sections=None) -> PreprocessedSubject:
+        return self.preprocessing.preprocess(subject, sections)
+
+    def check_files(self) -> tuple[int, list[str]]:
+        return self.preprocessing.check_files()
+
+    def sampler(self):
+        return self.windows.sampler()
+
+    def window_source(self, phase: str, seed: int, augment: bool) -> WindowSource:
+        return self.windows.source(phase, seed, augment)

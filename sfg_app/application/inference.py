@@ -3,20 +3,9 @@
 The engine runs the network over `batches()` and hands every batch's decoded outputs to
 `add()`; `write()` blends them into volumes on the preprocessed grid, takes each back to
 the input's own grid (padding, resampling and reorientation undone) and writes it with
-the input's affine and header, through a temporary file and a rename.
-
-Per task and subject, in `[INFERENCE] save_seg_dir` (or `--output`), each task type
-choosing its kinds of file and what they hold (`sfg_app.tasks.base`):
-- voxel tasks: `<subject>_<task>` (segmentation: labels; regression: values in the
-  target's units); segmentation with `save_probabilities` also `<subject>_<task>_prob`
-  (one channel per class); in `sample` mode also `<subject>_<task>_var`, the variance
-  across the sampled architectures (segmentation: summed over the classes);
-- image-level tasks: one row per subject in `<task>.csv`.
-`output_name` and `table_name` are the one definition of these names (the evaluation,
-`sfg_app.application.evaluation`, reads them back with them); `planned_outputs` lists a
-subject's before any work, so that a command can refuse existing files (no silent
-overwrite) before hours of inference. Every path is built by `io.paths.output_path`:
-inside the output folder, never an input image.
+the input's affine and header, through a temporary file and a rename. What each task
+blends and writes is its `outputs` (`sfg_app.tasks.outputs`); the files' names are
+`sfg_app.application.outputs`'.
 """
 
 from __future__ import annotations
@@ -27,44 +16,12 @@ import os
 
 import numpy as np
 
+from sfg_app.application.outputs import output_extension, output_name, table_name
 from sfg_app.data.aggregators import ImageAggregator, VoxelAggregator
 from sfg_app.data.preprocessing import PreprocessedSubject, undo
 from sfg_app.io.atomic import atomic_write_text
-from sfg_app.io.formats import split_extension
 from sfg_app.io.paths import output_path
 from sfg_app.io.writers import write_image
-
-OUTPUT_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".nrrd")
-
-
-def output_extension(source_path: str) -> str:
-    """The input's own format when it can be written in one file, else NIfTI."""
-    extension = split_extension(source_path)[1]
-    return extension if extension in OUTPUT_EXTENSIONS else ".nii.gz"
-
-
-def output_name(subject_id: str, task_name: str, extension: str, kind: str = "") -> str:
-    """The file of one subject's output of a voxel task; ``kind``: "" (labels or values),
-    "prob" (class probabilities) or "var" (variance across sampled architectures)."""
-    return f"{subject_id}_{task_name}{'_' + kind if kind else ''}{extension}"
-
-
-def table_name(task_name: str) -> str:
-    """The file of an image-level task's outputs: one row per subject."""
-    return f"{task_name}.csv"
-
-
-def planned_outputs(tasks: dict, subject_id: str, extension: str,
-                    with_variance: bool) -> list[str]:
-    """The file names inference writes for one subject (see the module docstring)."""
-    names = []
-    for name, task in tasks.items():
-        if task.head_kind == "image":
-            names.append(table_name(name))
-        else:
-            names.extend(output_name(subject_id, name, extension, kind)
-                         for kind in task.output_kinds(with_variance))
-    return names
 
 
 class SubjectInference:
@@ -91,8 +48,8 @@ class SubjectInference:
             if with_variance:
                 chosen["variance"] = ImageAggregator(self.plan, channels=channels)
             return chosen
-        output = task.blended_output(resampled=self.subject.record.resampled,
-                                     with_variance=with_variance)
+        output = task.outputs.blended_output(resampled=self.subject.record.resampled,
+                                             with_variance=with_variance)
         chosen = {"mean": VoxelAggregator(self.plan, channels=channels, output=output,
                                           blending=blending)}
         if with_variance:
@@ -130,24 +87,21 @@ class SubjectInference:
             if task.head_kind == "image":
                 written.append(self._write_row(task, aggregators))
                 continue
-            mean, to_input_grid = aggregators["mean"], self._undo(task)
-            volumes = task.output_volumes(mean.result(), mean.output, to_input_grid)
+            mean = aggregators["mean"]
+            volumes = task.outputs.volumes(mean.result(), mean.output, self._to_input_grid)
             if "variance" in aggregators:
-                variance = task.variance_volume(aggregators["variance"].result())
-                volumes["var"] = (to_input_grid(variance, 1), np.float32)
+                variance = task.outputs.variance_volume(aggregators["variance"].result())
+                volumes["var"] = (self._to_input_grid(variance, 1), np.float32)
             written.extend(self._write_volume(name, kind, volume, dtype)
                            for kind, (volume, dtype) in volumes.items())
         return written
 
-    def _undo(self, task):
-        """`undo(volume, order)` back to the input's grid; order None: the task's own."""
-        def to_input_grid(volume: np.ndarray, order: int | None) -> np.ndarray:
-            return undo(volume, self.subject.record,
-                        task.output_interp_order if order is None else order)
-        return to_input_grid
+    def _to_input_grid(self, volume: np.ndarray, order: int) -> np.ndarray:
+        """`volume` back on the input's grid, resampled with spline `order`."""
+        return undo(volume, self.subject.record, order)
 
     def _path(self, name: str) -> str:
-        # Existing files were refused (or allowed) before the run by `planned_outputs`;
+        # Existing files were refused (or allowed) before the run by `check_outputs`;
         # here the path is only held inside the folder and off the inputs.
         return output_path(self.output_dir, name, overwrite=True, protected=self.protected)
 
@@ -163,7 +117,7 @@ class SubjectInference:
         if os.path.exists(path):
             with open(path, newline="") as handle:
                 rows = {row[0]: row for row in csv.reader(handle)}
-        columns, values = task.table_columns(aggregators["mean"].result())
+        columns, values = task.outputs.table_columns(aggregators["mean"].result())
         header = ["subject_id"] + columns
         if "variance" in aggregators:
             variance = aggregators["variance"].result()

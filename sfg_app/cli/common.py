@@ -1,5 +1,5 @@
-"""What every sfg command shares: ``--config``, ``--set``, ``--help-config``, the log
-file and exit codes.
+"""What every sfg command shares: ``--config``, ``--set``, ``--help-config``, the
+process's environment and console, the log file and exit codes.
 
 A command is a ``main(argv=None) -> int``; only ``run_command`` turns errors into exit
 statuses, so the code below it raises and never prints or exits. A user's error (an
@@ -19,9 +19,11 @@ import sys
 from typing import Callable, Sequence
 
 import sfg_app
+from sfg_app import runtime
 from sfg_app.cli.console import console_session
 from sfg_app.errors import SFGError, TrainingStopped
 from sfg_app.io.paths import describe_os_error
+from sfg_app.io.run_folder import RunFolder
 
 #: Exit status of a user error (as argparse uses for a bad argument), of Ctrl-C and of a
 #: run stopped cleanly by SIGTERM (128 + the signal, as a shell reports them).
@@ -70,8 +72,9 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                 makes_model_dir: Callable[[argparse.Namespace], bool] = lambda args: False,
                 preflight: Callable | None = None,
                 logs: Callable[[argparse.Namespace], bool] = lambda args: True) -> int:
-    """Parses ``argv``, loads the settings and runs ``command(args, settings)`` with the
-    console of ``console_session``: the log file ``<model_dir>/<prog>.log``, kept when
+    """Parses ``argv``, chooses the process's environment (``_command_environment``),
+    loads the settings and runs ``command(args, settings)`` with the console of
+    ``console_session``: the run folder's log of ``prog``, kept when
     ``logs(args)`` and the model folder exists or ``makes_model_dir(args)`` says the
     command creates it (a command that fails on an untrained folder leaves nothing
     behind).
@@ -89,13 +92,7 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, --help-config and argument errors
         return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    # The engine runs on TensorFlow whatever backend the shell names for other work.
-    chosen = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if chosen != "tensorflow":
-        print(f"{parser.prog}: KERAS_BACKEND={chosen} is set; sfg's engine runs on "
-              "tensorflow (the networks alone also run on torch and jax).", file=sys.stderr)
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    onednn_set = _command_environment(parser.prog)
     from sfg_app.config import load_settings
 
     try:
@@ -114,7 +111,22 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
             return 0
         return _run(parser, argv, command, args, settings,
                     logs(args) and (os.path.isdir(str(settings.system.model_dir))
-                                    or makes_model_dir(args)))
+                                    or makes_model_dir(args)), onednn_set)
+
+
+def _command_environment(prog: str) -> bool:
+    """The process's environment for a command, chosen here, at the entry point, before
+    anything imports TensorFlow (importing sfg_app changes nothing): the Keras backend,
+    TensorFlow's native log level and its oneDNN kernels (``sfg_app.runtime``). True when
+    this call turned oneDNN on, which the command's log then says."""
+    # The engine runs on TensorFlow whatever backend the shell names for other work.
+    chosen = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if chosen != "tensorflow":
+        print(f"{prog}: KERAS_BACKEND={chosen} is set; sfg's engine runs on "
+              "tensorflow (the networks alone also run on torch and jax).", file=sys.stderr)
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return runtime.enable_onednn()
 
 
 class _Terminated(BaseException):
@@ -140,10 +152,12 @@ def _sigterm_as_exception():
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def _run(parser, argv, command, args, settings, log: bool) -> int:
-    log_path = os.path.join(str(settings.system.model_dir), f"{parser.prog}.log") \
+def _run(parser, argv, command, args, settings, log: bool, onednn_set: bool) -> int:
+    log_path = str(RunFolder(str(settings.system.model_dir)).command_log(parser.prog)) \
         if log else None
     with console_session(parser.prog, log_path, argv), _sigterm_as_exception():
+        if onednn_set:
+            print(runtime.ONEDNN_NOTICE, file=sys.stderr)
         try:
             command(args, settings)
         except SFGError as error:

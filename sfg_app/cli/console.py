@@ -131,34 +131,48 @@ class _NativeFilter:
 @contextlib.contextmanager
 def console_session(prog: str, log_path: str | None = None, argv=None):
     """The console of one command run (see the module docstring); yields the log's path,
-    or None when there is no log."""
-    log = _open_log(prog, log_path, argv)
-    stdout, stderr = sys.stdout, sys.stderr
-    native = None
+    or None when there is no log.
+
+    What it changes is the process's (``sys.stdout``, ``sys.stderr``, file descriptor 2,
+    how warnings print), so only the command line's entry point enters it
+    (``cli.common.run_command``). Each change is undone on the way out, the last first,
+    however the block ends, and also when a later change could not be made.
+    """
+    with contextlib.ExitStack() as undo:
+        log = _open_log(prog, log_path, argv)
+        if log is not None:
+            undo.callback(log.close)
+        native = None
+        try:
+            native = _NativeFilter(log)
+        except OSError:  # no descriptor 2 to filter (an embedded interpreter)
+            pass
+        else:
+            undo.callback(native.close)
+        # Python's own lines go straight to the console (not through the filter), once.
+        console_err = sys.stderr
+        if native is not None and _writes_to_fd(console_err, 2):
+            console_err = open(native.saved, "w", buffering=1, encoding=sys.stderr.encoding,
+                               errors="backslashreplace", closefd=False)
+            undo.callback(console_err.close)
+        undo.enter_context(_streams(_Tee(sys.stdout, log), _Tee(console_err, log)))
+        undo.enter_context(warnings.catch_warnings())
+        warnings.showwarning = _show_warning(prog)
+        yield log_path if log is not None else None
+
+
+@contextlib.contextmanager
+def _streams(stdout, stderr):
+    """``sys.stdout`` and ``sys.stderr`` replaced inside the block, flushed and put back
+    after it."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, stderr
     try:
-        native = _NativeFilter(log)
-    except OSError:  # no descriptor 2 to filter (an embedded interpreter)
-        pass
-    # Python's own lines go straight to the console (not through the filter), once.
-    console_err = stderr
-    if native is not None and _writes_to_fd(stderr, 2):
-        console_err = open(native.saved, "w", buffering=1, encoding=stderr.encoding,
-                           errors="backslashreplace", closefd=False)
-    sys.stdout, sys.stderr = _Tee(stdout, log), _Tee(console_err, log)
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning(prog)
-            yield log_path if log is not None else None
+        yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        sys.stdout, sys.stderr = stdout, stderr
-        if console_err is not stderr:
-            console_err.close()
-        if native is not None:
-            native.close()
-        if log is not None:
-            log.close()
+        sys.stdout, sys.stderr = saved
 
 
 def _open_log(prog: str, log_path: str | None, argv) -> LogFile | None:

@@ -2,7 +2,7 @@
 
     settings = load_settings("c.ini", overrides=["TRAINING.max_iter=50"])
     settings.training.max_iter, settings.inputs["MR"].spatial_window_size
-    save_settings(settings, settings.system.model_dir / "settings.yaml")
+    save_settings(settings, "resolved.yaml")
 """
 
 from sfg_app.config.loading import (

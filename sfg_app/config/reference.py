@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from sfg_app.config import schema
+from sfg_app.keys import Key
 
 INTRODUCTION = f"""\
 Configs are INI files laid out as NiftyNet's, or YAML files with the same sections and
@@ -30,7 +31,7 @@ _KINDS = {
 }
 
 
-def _heading(spec: schema.Key, code: str = "") -> str:
+def _heading(spec: Key, code: str = "") -> str:
     """``name = default``, or the name and (required), (optional) or (default: how)."""
     name, value = f"{code}{spec.name}{code}", spec.default
     if spec.required:
@@ -46,7 +47,7 @@ def _heading(spec: schema.Key, code: str = "") -> str:
     return f"{name} = {code}{value}{code}"
 
 
-def _scope(spec: schema.Key) -> str:
+def _scope(spec: Key) -> str:
     if spec.applies_to is None:
         return ""
     for kind, text in _KINDS.items():
@@ -57,7 +58,7 @@ def _scope(spec: schema.Key) -> str:
     return f" Only for {listed} tasks."
 
 
-def _described(spec: schema.Key) -> str:
+def _described(spec: Key) -> str:
     return f"{spec.doc}{_scope(spec)} Expected {spec.type.reference}."
 
 

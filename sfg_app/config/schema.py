@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
-from typing import Any
 
 from sfg_app import registry
-from sfg_app.config.types import (
-    Axcodes, Bool, Choice, FlipAxes, Float, Int, Name, Path, Range, Regex, Registered, Str,
-    Tuple, Union, ValueType, list_of)
+from sfg_app.run_layout import RunLayout
+from sfg_app.config.types import Registered
+from sfg_app.keys import (
+    Axcodes, Bool, Choice, FlipAxes, Float, Int, Key, Name, Path, Range, Regex, Str, Tuple,
+    Union, key, list_of)
 
 #: Version of the config format this code reads; ``[SYSTEM] config_version`` above it is
 #: refused, so an old installation never misreads a newer file.
@@ -39,28 +39,6 @@ class UnderModelDir(Derived):
     def __init__(self, name: str):
         super().__init__(f"<model_dir>/{name}")
         self.name = name
-
-
-@dataclass(frozen=True)
-class Key:
-    """One key: ``applies_to`` names the section kinds that use it (None: every kind).
-
-    A key that does not apply to a section is an error when set there and None in the
-    settings (see ``validate.section_kinds`` for the kinds).
-    """
-
-    name: str
-    type: ValueType
-    default: Any = None
-    doc: str = ""
-    required: bool = False
-    applies_to: frozenset[str] | None = None
-
-
-def key(name: str, type: ValueType, default: Any = None, doc: str = "", *,
-        required: bool = False, applies_to: tuple[str, ...] | None = None) -> Key:
-    return Key(name, type, default, doc, required,
-               frozenset(applies_to) if applies_to is not None else None)
 
 
 class SectionSchema:
@@ -89,8 +67,8 @@ _IMAGE_ONLY = ("image",)
 SYSTEM = SectionSchema(
     "SYSTEM", "Where a run lives and how it runs.",
     key("model_dir", Path(), None, "Folder of the run: checkpoints, logs, TensorBoard "
-        "events and the resolved settings (settings.yaml).", required=True),
-    key("dataset_split_file", Path(), UnderModelDir("dataset_split.csv"),
+        f"events and the resolved settings ({RunLayout.SETTINGS}).", required=True),
+    key("dataset_split_file", Path(), UnderModelDir(RunLayout.SPLIT),
         "CSV of `subject_id,training|validation|inference` rows, made once from the "
         "exclude fractions and the seed, then reused."),
     key("seed", Int(0, 2 ** 32 - 1), 0, "Seed of the data split, window sampling, augmentation and "
@@ -140,7 +118,7 @@ NETWORK = SectionSchema(
     key("volume_padding_mode",
         Choice("constant", "edge", "reflect", "symmetric", "minimum"), "minimum",
         "How padded voxels are filled (numpy.pad modes; constant pads zeros)."),
-    key("histogram_ref_file", Path(), UnderModelDir("histogram_ref.yaml"),
+    key("histogram_ref_file", Path(), UnderModelDir(RunLayout.HISTOGRAM_REF),
         "Landmarks of `normalisation = histogram`, learned from the training subjects "
         "when the file does not exist."),
     key("cutoff", Range(Float(0, 1), strict=True), (0.01, 0.99),
@@ -153,9 +131,10 @@ NETWORK = SectionSchema(
 
 SFG = SectionSchema(
     "SFG", "Stochastic filter groups: G = number of tasks + 1 groups, the shared one last. "
-    "The defaults are the recipe chosen by scripts/experiments/compare.py (README, "
-    "Results); the paper's own: init = uniform, prior = uniform, kl_weight = 0.001, "
-    "logit_lr_multiplier = 1, warmup_iter = 0, norm_parameters = per_group.",
+    "The defaults are the recipe chosen by scripts/experiments/compare.py "
+    "(docs/results.md); the paper's own: init = uniform, prior = uniform, "
+    "kl_weight = 0.001, logit_lr_multiplier = 1, warmup_iter = 0, "
+    "norm_parameters = per_group.",
     key("tau", _POSITIVE, 1.0, "Initial temperature of the Gumbel-softmax relaxation."),
     key("tau_min", _POSITIVE, 0.2, "Lowest temperature annealing reaches (at most tau)."),
     key("anneal_rate", Float(0), 0.005, "r in tau(i) = max(tau_min, tau * exp(-r * i)); "
@@ -205,7 +184,7 @@ SFG = SectionSchema(
         "shared_mean (the shared group's gradient divided by the number of tasks it "
         "serves: a kernel is shared when it helps the tasks alike, not because it reaches "
         "more heads); balanced (shared_mean, and each task's gradient scaled to the same "
-        "size first; one backward pass per task). README, Results: what each measured."),
+        "size first; one backward pass per task). What each measured: docs/results.md."),
     key("impl", Choice("fused", "reference"), "fused",
         "fused: one masked convolution a layer; reference: one convolution a group."),
 )
@@ -270,6 +249,10 @@ def _task_schema(type_names: tuple[str, ...]) -> SectionSchema:
     return SectionSchema(_TASK_TITLE, _TASK_DOC, *common, *own.values())
 
 
+#: The rules of ``foreground_type`` (``data/normalisation.py`` computes each); any other
+#: value names an input section whose voxels > 0 are the foreground.
+FOREGROUND_RULES = ("none", "otsu", "threshold", "mean")
+
 INPUT = SectionSchema(
     "<input>", "Any other section (a name of letters, digits, _ and -) is an input: "
     "images found on disk, or one value per subject from a CSV.",
@@ -304,8 +287,9 @@ INPUT = SectionSchema(
         applies_to=_IMAGE_ONLY),
     key("normalisation", Choice("none", "zscore", "histogram"), "none",
         "Intensity normalisation.", applies_to=_IMAGE_ONLY),
-    key("foreground_type", Union(Choice("none", "otsu", "threshold", "mean"), _INPUT_NAME,
-                                 expected="none, otsu, threshold, mean, or an input section"),
+    key("foreground_type", Union(Choice(*FOREGROUND_RULES), _INPUT_NAME,
+                                 expected=f"{', '.join(FOREGROUND_RULES)}, or an input "
+                                          "section"),
         "none", "Foreground used by normalisation: a rule, or an input section as a mask.",
         applies_to=_IMAGE_ONLY),
     key("foreground_threshold", Float(), 0.0, "Intensity above which a voxel is foreground "
@@ -367,7 +351,7 @@ INFERENCE = SectionSchema(
         "at each side of a window's output; neighbouring windows overlap by twice the "
         "border. Each must be less than half the window."),
     key("inference_iter", Int(-1), -1, "Checkpoint to use; -1: the latest."),
-    key("save_seg_dir", Path(), UnderModelDir("inference"), "Folder of the outputs."),
+    key("save_seg_dir", Path(), UnderModelDir(RunLayout.INFERENCE), "Folder of the outputs."),
     key("overwrite", Bool(), False, "Replace outputs that exist already (as sfg_infer "
         "--overwrite); false: an existing output is an error naming it. Input images are "
         "never overwritten."),
@@ -384,7 +368,7 @@ INFERENCE = SectionSchema(
 
 EVALUATION = SectionSchema(
     "EVALUATION", "Metrics of inferred outputs against targets.",
-    key("save_csv_dir", Path(), UnderModelDir("evaluation"), "Folder of the metric CSVs."),
+    key("save_csv_dir", Path(), UnderModelDir(RunLayout.EVALUATION), "Folder of the metric CSVs."),
 )
 
 #: The fixed sections, in the order of the reference and of saved settings.

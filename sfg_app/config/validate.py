@@ -17,10 +17,8 @@ from sfg_app import arguments, registry
 from sfg_app.config import schema
 from sfg_app.config.settings import FIXED_ATTRIBUTES, InputSettings, Settings, task_settings
 from sfg_app.config.sources import Origin, RawConfig, RawSection
-from sfg_app.config.types import Invalid, Name, closest, did_you_mean
 from sfg_app.errors import ConfigError
-
-_FOREGROUND_RULES = ("none", "otsu", "threshold", "mean")
+from sfg_app.keys import Invalid, Key, Name, closest, did_you_mean
 
 
 class Problems:
@@ -140,8 +138,9 @@ def _typed_section(raw: RawSection, section: schema.SectionSchema,
 
 # ------------------------------------------------- passes 2 and 3: defaults, checks
 
-class _Resolver:
-    """Fills defaults and checks the sections against each other."""
+class _TypedConfig:
+    """The typed values of one config and where each was set: what both later passes
+    read, so that each problem is reported at the line (or override) that caused it."""
 
     def __init__(self, raw: RawConfig, typed: dict[str, dict[str, Value]]):
         self.raw = raw
@@ -151,7 +150,6 @@ class _Resolver:
                        and not h.startswith("TASK ")]
         self.task_headers = [h for h in typed if h.startswith("TASK ")]
 
-    # helpers ------------------------------------------------------------------
     def origin(self, header: str, key: str | None = None) -> Origin | str:
         if key is not None and key in self.typed.get(header, {}):
             return self.typed[header][key].origin
@@ -178,55 +176,39 @@ class _Resolver:
                                   f"section [{name}] {what}. {hint}")
         return False
 
-    # pass 2 -------------------------------------------------------------------
-    def resolve(self) -> Settings:
-        self.check_version()
-        fixed = {title: self.fixed_values(title) for title in schema.FIXED_SECTIONS}
-        multitask = fixed["MULTITASK"]
-        task_names = self.check_task_list(multitask["tasks"] or ())
-        self.problems.raise_if_any()
-        tasks = {name: self.task_values(name) for name in task_names}
-        network = fixed["NETWORK"]
-        network["sampling_map"] = self.sampling_map(network, tasks)
-        inputs = {name: self.input_values(name, tasks, network) for name in self.inputs}
-        window = self.check_inputs(inputs, multitask["image"] or (), tasks, network)
-        self.check_sfg(fixed["SFG"], len(task_names) + 1)
-        self.check_training(fixed["TRAINING"])
-        self.check_histogram(network, inputs)
-        self.check_border(fixed["INFERENCE"]["border"], window)
-        self.problems.raise_if_any()
-        sections = {FIXED_ATTRIBUTES[title][0]: FIXED_ATTRIBUTES[title][1](**values)
-                    for title, values in fixed.items()}
-        explicit = {header: {key: entry.value for key, entry in values.items()}
-                    for header, values in self.typed.items()}
-        return Settings(**sections,
-                        inputs={name: InputSettings(**values) for name, values in inputs.items()},
-                        tasks={name: task_settings(values) for name, values in tasks.items()},
-                        source=self.raw.source, explicit=explicit)
+
+class _Defaults:
+    """Pass 2: each section's values, explicit or default, with the defaults that follow
+    from other sections (a task's loss, the balanced sampler's map, a label section's
+    interp_order) and the mistakes found while filling them in."""
+
+    def __init__(self, config: _TypedConfig):
+        self.config = config
 
     def values(self, header: str, section: schema.SectionSchema,
                kinds: frozenset[str] | None = None,
-               why_not: Callable[[schema.Key], str] | None = None) -> dict[str, Any]:
+               why_not: Callable[[Key], str] | None = None) -> dict[str, Any]:
         """Explicit values, else defaults.
 
         With ``kinds``, a key whose ``applies_to`` misses them is None, and setting it is
         an error that ``why_not(key)`` explains.
         """
-        model_dir = self.explicit("SYSTEM", "model_dir")
+        config = self.config
+        model_dir = config.explicit("SYSTEM", "model_dir")
         values = {}
         for name, spec in section.keys.items():
-            value = self.explicit(header, name)
+            value = config.explicit(header, name)
             applies = spec.applies_to is None or kinds is None or bool(spec.applies_to & kinds)
             if not applies:
                 if value is not None:
-                    self.problem(header, name, f"[{header}] {name} does not apply here: "
-                                               f"{why_not(spec)}")
+                    config.problem(header, name, f"[{header}] {name} does not apply here: "
+                                                 f"{why_not(spec)}")
                 values[name] = None
             elif value is not None:
                 values[name] = value
             elif spec.required:
-                self.problem(header, None, f"missing required key [{header}] {name}: "
-                                           f"{spec.doc} Expected {spec.type.expected}.")
+                config.problem(header, None, f"missing required key [{header}] {name}: "
+                                             f"{spec.doc} Expected {spec.type.expected}.")
                 values[name] = None
             elif isinstance(spec.default, schema.UnderModelDir):
                 values[name] = model_dir / spec.default.name if model_dir else None
@@ -239,7 +221,7 @@ class _Resolver:
     def fixed_values(self, title: str) -> dict[str, Any]:
         if title != "NETWORK":
             return self.values(title, schema.FIXED_SECTIONS[title])
-        sampler = self.explicit("NETWORK", "window_sampling") or "uniform"
+        sampler = self.config.explicit("NETWORK", "window_sampling") or "uniform"
         kinds = frozenset() if sampler in ("uniform", "resize") else frozenset({"weighted",
                                                                                  "balanced"})
         return self.values("NETWORK", schema.NETWORK, kinds,
@@ -247,8 +229,8 @@ class _Resolver:
 
     def task_values(self, name: str) -> dict[str, Any]:
         """The values of ``[TASK name]``: the common keys and those of its type."""
-        header = f"TASK {name}"
-        kind = self.explicit(header, "type")
+        config, header = self.config, f"TASK {name}"
+        kind = config.explicit(header, "type")
         task_type = schema.task_type(kind)
         kinds = frozenset({kind}) if task_type else frozenset(registry.TASKS.names())
         values = self.values(header, schema.task_schema(), kinds, lambda spec: (
@@ -259,19 +241,20 @@ class _Resolver:
             if values["loss"] is None:
                 values["loss"] = losses[0]
             elif values["loss"] not in losses:
-                self.problem(header, "loss", invalid_value(
+                config.problem(header, "loss", invalid_value(
                     header, "loss", f"a loss for {kind}: {', '.join(losses)}", values["loss"]))
             own = schema.task_schema(kind).keys
             values = {key: value for key, value in values.items() if key in own}
         for key in ("target", "mask"):
             if values.get(key) is not None:
-                self.check_reference(header, key, values[key], f"for the task {key}")
+                config.check_reference(header, key, values[key], f"for the task {key}")
         return values
 
     def sampling_map(self, network: dict[str, Any], tasks: dict[str, dict]) -> str | None:
         sampler, chosen = network["window_sampling"], network["sampling_map"]
         if chosen is not None:
-            self.check_reference("NETWORK", "sampling_map", chosen, "for the sampling map")
+            self.config.check_reference("NETWORK", "sampling_map", chosen,
+                                        "for the sampling map")
             return chosen
         if sampler == "balanced":
             targets = [task["target"] for task in tasks.values() if _holds_labels(task)]
@@ -280,48 +263,41 @@ class _Resolver:
         if sampler in ("weighted", "balanced"):
             fallback = (" (or a segmentation task, whose target is then used)"
                         if sampler == "balanced" else "")
-            self.problem("NETWORK", "window_sampling",
-                         f"[NETWORK] window_sampling = {sampler} needs [NETWORK] sampling_map "
-                         f"naming an input section{fallback}.")
+            self.config.problem("NETWORK", "window_sampling",
+                                f"[NETWORK] window_sampling = {sampler} needs [NETWORK] "
+                                f"sampling_map naming an input section{fallback}.")
         return None
 
     def input_values(self, name: str, tasks: dict[str, dict],
                      network: dict[str, Any]) -> dict[str, Any]:
-        is_value = self.explicit(name, "value_column") is not None
+        config = self.config
+        is_value = config.explicit(name, "value_column") is not None
         kinds = {"value" if is_value else "image"}
         for key, kind in (("csv_file", "csv"), ("path_to_search", "search")):
-            if self.explicit(name, key) is not None:
+            if config.explicit(name, key) is not None:
                 kinds.add(kind)
         values = self.values(name, schema.INPUT, frozenset(kinds),
-                             lambda spec: self.why_not_input(name, spec))
+                             lambda spec: _why_not_input(name, spec))
         if not {"csv", "search"} & kinds:
-            self.problem(name, None, f"input section [{name}] defines neither "
-                                     "path_to_search nor csv_file: set one of them.")
+            config.problem(name, None, f"input section [{name}] defines neither "
+                                       "path_to_search nor csv_file: set one of them.")
         if {"csv", "search"} <= kinds:
-            self.problem(name, "csv_file", f"input section [{name}] defines both "
-                                           "path_to_search and csv_file: keep one.")
+            config.problem(name, "csv_file", f"input section [{name}] defines both "
+                                             "path_to_search and csv_file: keep one.")
         if not is_value:
             roles = self.label_roles(name, tasks, network)
             values["interp_order"] = self.interp_order(name, roles)
             for key in ("normalisation", "intensity_window", "percentile_clip"):
                 if roles and values[key] not in (None, "none"):
-                    self.problem(name, key, f"[{name}] {key} = {values[key]}, but [{name}] "
-                                            f"is {' and '.join(roles)}: labels keep their "
-                                            f"values. Remove {key} from [{name}].")
+                    config.problem(name, key, f"[{name}] {key} = {values[key]}, but "
+                                              f"[{name}] is {' and '.join(roles)}: labels "
+                                              f"keep their values. Remove {key} from "
+                                              f"[{name}].")
             foreground = values["foreground_type"]
-            if foreground not in _FOREGROUND_RULES:
-                self.check_reference(name, "foreground_type", foreground,
-                                     "for the foreground mask", _FOREGROUND_RULES)
+            if foreground not in schema.FOREGROUND_RULES:
+                config.check_reference(name, "foreground_type", foreground,
+                                       "for the foreground mask", schema.FOREGROUND_RULES)
         return values
-
-    def why_not_input(self, name: str, spec: schema.Key) -> str:
-        if "image" in spec.applies_to:
-            return (f"[{name}] sets value_column, so it holds one value per subject, not "
-                    "an image.")
-        if "search" in spec.applies_to:
-            return (f"{spec.name} filters the files found by path_to_search, and [{name}] "
-                    "has no path_to_search.")
-        return f"{spec.name} needs csv_file."
 
     def label_roles(self, name: str, tasks: dict[str, dict],
                     network: dict[str, Any]) -> list[str]:
@@ -331,106 +307,136 @@ class _Resolver:
                  if _holds_labels(values) and values["target"] == name]
         roles += [f"the mask of the task {task!r}" for task, values in tasks.items()
                   if values["mask"] == name]
-        roles += [f"the foreground mask of [{other}]" for other in self.inputs
-                  if self.explicit(other, "foreground_type") == name]
+        roles += [f"the foreground mask of [{other}]" for other in self.config.inputs
+                  if self.config.explicit(other, "foreground_type") == name]
         if network["window_sampling"] == "balanced" and network["sampling_map"] == name:
             roles.append("the label map of the balanced sampler")
         return roles
 
     def interp_order(self, name: str, roles: list[str]) -> int:
         """0 for label sections; an explicit order > 0 on them is an error."""
-        explicit = self.explicit(name, "interp_order")
+        explicit = self.config.explicit(name, "interp_order")
         if roles and explicit is not None and explicit > 0:
-            self.problem(name, "interp_order", invalid_value(
+            self.config.problem(name, "interp_order", invalid_value(
                 name, "interp_order", f"0 (nearest neighbour), because [{name}] is "
                                       f"{' and '.join(roles)}", explicit))
         if explicit is not None:
             return explicit
         return 0 if roles else 1
 
-    # pass 3 -------------------------------------------------------------------
+
+def _why_not_input(name: str, spec: Key) -> str:
+    if "image" in spec.applies_to:
+        return (f"[{name}] sets value_column, so it holds one value per subject, not "
+                "an image.")
+    if "search" in spec.applies_to:
+        return (f"{spec.name} filters the files found by path_to_search, and [{name}] "
+                "has no path_to_search.")
+    return f"{spec.name} needs csv_file."
+
+
+class _CrossChecks:
+    """Pass 3: the rules between sections and between keys, once every value is known
+    (the task list against the task sections, each input section's role, the window
+    against the border, the ``[SFG]`` and histogram rules that ``arguments`` states for
+    the components too)."""
+
+    def __init__(self, config: _TypedConfig):
+        self.config = config
+
     def check_version(self) -> None:
-        version = self.explicit("SYSTEM", "config_version")
+        version = self.config.explicit("SYSTEM", "config_version")
         if version is not None and version > schema.CONFIG_VERSION:
-            self.problem("SYSTEM", "config_version", invalid_value(
+            self.config.problem("SYSTEM", "config_version", invalid_value(
                 "SYSTEM", "config_version", f"a version this code reads (at most "
                                             f"{schema.CONFIG_VERSION})", version,
                 "The config was written for a newer sfg: upgrade sfg."))
 
     def check_task_list(self, listed: tuple[str, ...]) -> list[str]:
-        sections = [header[5:] for header in self.task_headers]
+        """The listed tasks that have a section; a problem per name in one place only."""
+        config = self.config
+        sections = [header[5:] for header in config.task_headers]
         for name in listed:
             if name not in sections:
                 hint = did_you_mean(name, sections) or "Add the section or remove the name."
-                self.problem("MULTITASK", "tasks", f"[MULTITASK] tasks names {name!r}, but "
-                                                   f"there is no [TASK {name}] section. {hint}")
+                config.problem("MULTITASK", "tasks", f"[MULTITASK] tasks names {name!r}, "
+                                                     f"but there is no [TASK {name}] "
+                                                     f"section. {hint}")
         for name in sections:
             if name not in listed:
-                self.problem(f"TASK {name}", None, f"[TASK {name}] is not listed in "
-                                                   "[MULTITASK] tasks: add it there or delete "
-                                                   "the section.")
+                config.problem(f"TASK {name}", None, f"[TASK {name}] is not listed in "
+                                                     "[MULTITASK] tasks: add it there or "
+                                                     "delete the section.")
         return [name for name in listed if name in sections]
 
     def check_inputs(self, inputs: dict[str, dict], images: tuple[str, ...],
                      tasks: dict[str, dict], network: dict[str, Any]) -> tuple | None:
         """Checks the roles of the input sections; returns the images' window size."""
-        windows = {}
+        window = self._image_window(inputs, images)
+        for task, values in tasks.items():
+            if inputs.get(values["target"]) is not None:
+                self._check_task_inputs(f"TASK {task}", values, inputs, window)
+        sampling_map = inputs.get(network["sampling_map"])
+        if sampling_map is not None and sampling_map["value_column"] is not None:
+            self.config.problem("NETWORK", "sampling_map",
+                                f"[NETWORK] sampling_map names [{network['sampling_map']}], "
+                                "which sets value_column; it must be an image.")
+        return window
+
+    def _image_window(self, inputs: dict[str, dict], images: tuple[str, ...]) -> tuple | None:
+        """The window size the image sections share (None when none states one)."""
+        config, windows = self.config, {}
         for name in images:
-            if not self.check_reference("MULTITASK", "image", name, "for the image"):
+            if not config.check_reference("MULTITASK", "image", name, "for the image"):
                 continue
             if inputs[name]["value_column"] is not None:
-                self.problem(name, "value_column", f"[MULTITASK] image lists [{name}], which "
-                                                   "sets value_column: an image section must "
-                                                   "hold images.")
+                config.problem(name, "value_column", f"[MULTITASK] image lists [{name}], "
+                                                     "which sets value_column: an image "
+                                                     "section must hold images.")
             elif inputs[name]["spatial_window_size"] is None:
-                self.problem(name, None, f"missing required key [{name}] "
-                                         "spatial_window_size: every image section needs "
-                                         "the window size, e.g. (64, 64, 32).")
+                config.problem(name, None, f"missing required key [{name}] "
+                                           "spatial_window_size: every image section needs "
+                                           "the window size, e.g. (64, 64, 32).")
             else:
                 windows[name] = inputs[name]["spatial_window_size"]
         if len(set(windows.values())) > 1:
-            self.problem("MULTITASK", "image", "the image sections disagree on "
-                                               "spatial_window_size: " + ", ".join(
-                                                   f"[{n}] {w}" for n, w in windows.items()))
-        window = next(iter(windows.values()), None)
-        for task, values in tasks.items():
-            target = inputs.get(values["target"])
-            if target is None:
-                continue
-            header = f"TASK {task}"
-            image_level = target["value_column"] is not None
-            head_kinds = getattr(schema.task_type(values["type"]), "head_kinds", ())
-            if image_level and head_kinds and "image" not in head_kinds:
-                self.problem(header, "target", f"[{header}] target [{values['target']}] is "
-                                               "one value per subject (value_column); a "
-                                               f"{values['type']} target must be an image.")
-            if not image_level and head_kinds and "voxel" not in head_kinds:
-                self.problem(header, "target", f"[{header}] target [{values['target']}] is "
-                                               f"an image; a {values['type']} target is one "
-                                               "value per subject: set csv_file and "
-                                               "value_column in it.")
-            own = target["spatial_window_size"]
-            if window is not None and own is not None and own != window:
-                self.problem(values["target"], "spatial_window_size", invalid_value(
-                    values["target"], "spatial_window_size",
-                    f"the image's window {window} (the section is the target of [{header}])",
-                    own))
-            mask = inputs.get(values["mask"])
-            if mask is not None and mask["value_column"] is not None:
-                self.problem(header, "mask", f"[{header}] mask [{values['mask']}] is one value "
-                                             "per subject (value_column); a mask must be an "
-                                             "image.")
-        sampling_map = inputs.get(network["sampling_map"])
-        if sampling_map is not None and sampling_map["value_column"] is not None:
-            self.problem("NETWORK", "sampling_map", f"[NETWORK] sampling_map names "
-                                                    f"[{network['sampling_map']}], which "
-                                                    "sets value_column; it must be an image.")
-        return window
+            config.problem("MULTITASK", "image", "the image sections disagree on "
+                                                 "spatial_window_size: " + ", ".join(
+                                                     f"[{n}] {w}" for n, w in windows.items()))
+        return next(iter(windows.values()), None)
+
+    def _check_task_inputs(self, header: str, values: dict[str, Any],
+                           inputs: dict[str, dict], window: tuple | None) -> None:
+        """A task's target fits its type's heads and the window; its mask is an image."""
+        config, target = self.config, inputs[values["target"]]
+        image_level = target["value_column"] is not None
+        head_kinds = getattr(schema.task_type(values["type"]), "head_kinds", ())
+        if image_level and head_kinds and "image" not in head_kinds:
+            config.problem(header, "target", f"[{header}] target [{values['target']}] is "
+                                             "one value per subject (value_column); a "
+                                             f"{values['type']} target must be an image.")
+        if not image_level and head_kinds and "voxel" not in head_kinds:
+            config.problem(header, "target", f"[{header}] target [{values['target']}] is "
+                                             f"an image; a {values['type']} target is one "
+                                             "value per subject: set csv_file and "
+                                             "value_column in it.")
+        own = target["spatial_window_size"]
+        if window is not None and own is not None and own != window:
+            config.problem(values["target"], "spatial_window_size", invalid_value(
+                values["target"], "spatial_window_size",
+                f"the image's window {window} (the section is the target of [{header}])",
+                own))
+        mask = inputs.get(values["mask"])
+        if mask is not None and mask["value_column"] is not None:
+            config.problem(header, "mask", f"[{header}] mask [{values['mask']}] is one value "
+                                           "per subject (value_column); a mask must be an "
+                                           "image.")
 
     def check_sfg(self, sfg: dict[str, Any], groups: int) -> None:
         """The rules between [SFG] keys, as the grouping layers state them."""
         for key, expected, hint in arguments.grouping_problems(sfg, groups):
-            self.problem("SFG", key, invalid_value("SFG", key, expected, sfg[key], hint))
+            self.config.problem("SFG", key, invalid_value("SFG", key, expected, sfg[key],
+                                                          hint))
 
     def check_histogram(self, network: dict[str, Any], inputs: dict[str, dict]) -> None:
         """[NETWORK] cutoff against norm_type, when a section uses histogram
@@ -440,7 +446,7 @@ class _Resolver:
         problem = users and arguments.histogram_cutoff_problem(network["cutoff"],
                                                                network["norm_type"])
         if problem:
-            self.problem("NETWORK", "cutoff", invalid_value(
+            self.config.problem("NETWORK", "cutoff", invalid_value(
                 "NETWORK", "cutoff", problem, network["cutoff"],
                 f"[{users[0]}] uses normalisation = histogram."))
 
@@ -449,15 +455,44 @@ class _Resolver:
                  + training["exclude_fraction_for_inference"])
         if total >= 1:
             key = "exclude_fraction_for_inference"
-            self.problem("TRAINING", key,
-                         f"[TRAINING] exclude_fraction_for_validation + {key} = {total:g}: "
-                         "they must sum to less than 1 so that subjects are left to train.")
+            self.config.problem("TRAINING", key,
+                                f"[TRAINING] exclude_fraction_for_validation + {key} = "
+                                f"{total:g}: they must sum to less than 1 so that subjects "
+                                "are left to train.")
 
     def check_border(self, border: tuple[int, int, int], window: tuple | None) -> None:
         if window is not None and any(2 * b >= w for b, w in zip(border, window)):
-            self.problem("INFERENCE", "border", invalid_value(
+            self.config.problem("INFERENCE", "border", invalid_value(
                 "INFERENCE", "border", f"each value less than half the window {window}",
                 border))
+
+
+def _resolve(config: _TypedConfig) -> Settings:
+    """Passes 2 and 3 in their order: a pass reports all its problems before stopping."""
+    defaults, checks = _Defaults(config), _CrossChecks(config)
+    checks.check_version()
+    fixed = {title: defaults.fixed_values(title) for title in schema.FIXED_SECTIONS}
+    multitask = fixed["MULTITASK"]
+    task_names = checks.check_task_list(multitask["tasks"] or ())
+    config.problems.raise_if_any()
+    tasks = {name: defaults.task_values(name) for name in task_names}
+    network = fixed["NETWORK"]
+    network["sampling_map"] = defaults.sampling_map(network, tasks)
+    inputs = {name: defaults.input_values(name, tasks, network) for name in config.inputs}
+    window = checks.check_inputs(inputs, multitask["image"] or (), tasks, network)
+    checks.check_sfg(fixed["SFG"], len(task_names) + 1)
+    checks.check_training(fixed["TRAINING"])
+    checks.check_histogram(network, inputs)
+    checks.check_border(fixed["INFERENCE"]["border"], window)
+    config.problems.raise_if_any()
+    sections = {FIXED_ATTRIBUTES[title][0]: FIXED_ATTRIBUTES[title][1](**values)
+                for title, values in fixed.items()}
+    explicit = {header: {key: entry.value for key, entry in values.items()}
+                for header, values in config.typed.items()}
+    return Settings(**sections,
+                    inputs={name: InputSettings(**values) for name, values in inputs.items()},
+                    tasks={name: task_settings(values) for name, values in tasks.items()},
+                    source=config.raw.source, explicit=explicit)
 
 
 def _holds_labels(task: dict[str, Any]) -> bool:
@@ -470,11 +505,11 @@ def build_settings(raw: RawConfig) -> Settings:
     typed: dict[str, dict[str, Value]] = {}
     for header, section in raw.sections.items():
         try:
-            kind = classify(header)
+            classify(header)
         except Invalid as error:
             problems.add(section.origin, error.hint)
             continue
         typed[header] = _typed_section(
             section, schema.section_schema(header), problems)
     problems.raise_if_any()
-    return _Resolver(raw, typed).resolve()
+    return _resolve(_TypedConfig(raw, typed))

@@ -20,18 +20,16 @@ import yaml
 
 from sfg_app.arguments import (HISTOGRAM_LANDMARKS, histogram_cutoff_problem, invalid,
                                one_of)
-from sfg_app.errors import ConfigError, DataError
+from sfg_app.errors import DataError
 from sfg_app.io.atomic import atomic_write_text
 
-NORMALISATIONS = ("none", "zscore", "histogram")
-FOREGROUND_TYPES = ("none", "otsu", "threshold", "mean")
 NORM_TYPES = HISTOGRAM_LANDMARKS
-DEFAULT_CUTOFF = (0.01, 0.99)
 
 
 def foreground_mask(channel: np.ndarray, foreground_type: str,
                     threshold: float | None = None) -> np.ndarray:
-    """Boolean mask of the voxels that intensity statistics are computed over."""
+    """Boolean mask of the voxels that intensity statistics are computed over, by one of
+    the rules of ``[input] foreground_type`` (the config schema's ``FOREGROUND_RULES``)."""
     if foreground_type == "none":
         return np.ones(channel.shape, dtype=bool)
     if foreground_type == "threshold":

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sfg_app.arguments import invalid, one_of
-from sfg_app.config.schema import INPUT, NETWORK
+from sfg_app.config.schema import FOREGROUND_RULES, INPUT, NETWORK
 from sfg_app.config.types import checked_argument
 from sfg_app.data import normalisation as norm
 from sfg_app.data.dataset import SubjectFiles
@@ -44,7 +44,7 @@ _CONFIG_KEYS = {name: INPUT.keys[name] for name in (
     "loader", "interp_order", "match_space", "normalisation", "foreground_type",
     "foreground_threshold", "intensity_window", "percentile_clip")}
 _CONFIG_KEYS.update({name: NETWORK.keys[name] for name in ("cutoff", "norm_type")})
-PADDING_MODES = ("constant", "edge", "reflect", "symmetric", "minimum")
+PADDING_MODES = NETWORK.keys["volume_padding_mode"].type.options
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ class SectionSpec:
     foreground_threshold: float | None = None
     intensity_window: tuple[float, float] | None = None
     percentile_clip: tuple[float, float] | None = None
-    cutoff: tuple[float, float] = norm.DEFAULT_CUTOFF
-    norm_type: str = "percentile"
+    cutoff: tuple[float, float] = NETWORK.keys["cutoff"].default
+    norm_type: str = NETWORK.keys["norm_type"].default
 
     def __post_init__(self):
         """Each value mirroring a config key is checked against that key's type (the
@@ -100,8 +100,7 @@ class SectionSpec:
     @property
     def mask_section(self) -> str | None:
         """The section named by ``foreground_type``, if it names one."""
-        return None if self.foreground_type in norm.FOREGROUND_TYPES \
-            else self.foreground_type
+        return None if self.foreground_type in FOREGROUND_RULES else self.foreground_type
 
 
 @dataclass(frozen=True)
@@ -182,51 +181,25 @@ def _as_labels(data: np.ndarray, path: str) -> np.ndarray:
     return data.astype(np.int32)
 
 
-class Preprocessor:
-    """The preprocessing of every subject of one application (see the module docstring).
+class ReferenceGrid:
+    """Every section of a subject on the reference section's grid: onto it (checked or
+    resampled), reoriented, resampled, and the record of how, for ``undo``.
 
-    ``pixdim`` and ``axcodes`` define the grid of all sections (taken from the image
-    section's settings by the application). ``histogram_ref_file`` is required when a
-    section uses ``normalisation = histogram``: read when it exists, otherwise written by
-    ``fit_histograms`` from the training subjects.
+    A class of its own because learning histogram landmarks needs the sections on this
+    grid without the intensity steps, and ``undo`` needs only the record.
     """
 
-    def __init__(self, sections: Sequence[SectionSpec], pixdim: Sequence[float] | None = None,
-                 axcodes: Sequence[str] | None = None,
-                 volume_padding_size: Sequence[int] = (0, 0, 0),
-                 volume_padding_mode: str = "constant", histogram_ref_file: str | None = None,
-                 reference_section: str | None = None,
-                 space_tolerance: float = geometry.DEFAULT_SPACE_TOLERANCE):
-        self.sections = {spec.name: spec for spec in sections}
-        if not sections or len(self.sections) != len(sections):
-            raise ConfigError(f"Invalid value for argument `sections`. Expected one or more "
-                              f"sections with distinct names. Received "
-                              f"{[spec.name for spec in sections]}.")
-        images = [spec.name for spec in sections if spec.kind == "image"]
-        self.reference = reference_section or (images[0] if images else sections[0].name)
-        if self.reference not in self.sections:
-            raise ConfigError(f"Invalid value for argument `reference_section`. Expected one "
-                              f"of {list(self.sections)}. Received {reference_section!r}.")
-        for spec in sections:
-            if spec.mask_section is not None and (spec.mask_section not in self.sections
-                                                  or spec.mask_section == spec.name):
-                raise ConfigError(
-                    f"Invalid value for [{spec.name}] `foreground_type`. Expected one of "
-                    f"{', '.join(norm.FOREGROUND_TYPES)} or the name of another input "
-                    f"section. Received foreground_type={spec.foreground_type!r}.")
+    def __init__(self, sections: dict[str, SectionSpec], reference: str,
+                 pixdim: Sequence[float] | None, axcodes: Sequence[str] | None,
+                 volume_padding_size: Sequence[int], volume_padding_mode: str,
+                 space_tolerance: float):
+        self.sections = sections
+        self.reference = reference
         self.pixdim = self._pixdim(pixdim)
         self.axcodes = None if axcodes is None else geometry.standardize_axcodes(axcodes)
         self.padding = self._padding(volume_padding_size)
         self.padding_mode = one_of(volume_padding_mode, "volume_padding_mode", PADDING_MODES)
         self.space_tolerance = float(space_tolerance)
-        self.histogram_sections = [s.name for s in sections if s.normalisation == "histogram"]
-        if self.histogram_sections and not histogram_ref_file:
-            raise ConfigError(
-                f"Sections {self.histogram_sections} use normalisation = histogram, which "
-                "needs `histogram_ref_file` (where the learned landmarks are kept). Received "
-                f"histogram_ref_file={histogram_ref_file!r}.")
-        self.histogram_ref_file = histogram_ref_file
-        self.landmarks: dict[str, list[list[float]]] | None = None
 
     @staticmethod
     def _pixdim(pixdim) -> np.ndarray | None:
@@ -244,34 +217,8 @@ class Preprocessor:
             raise invalid("volume_padding_size", tuple(size), "three non-negative integers")
         return tuple((v, v) for v in values)
 
-    # -- loading ------------------------------------------------------------------------
-
-    def load(self, subject: SubjectFiles, names: Collection[str] | None = None
-             ) -> dict[str, Image]:
-        """The subject's files of the preprocessed sections (or of ``names`` among them),
-        each read by its section's loader."""
-        return {name: load_image(path, self.sections[name].loader)
-                for name, path in subject.paths.items()
-                if name in self.sections and (names is None or name in names)}
-
-    def __call__(self, subject: SubjectFiles) -> PreprocessedSubject:
-        processed = self.process(subject.subject_id, self.load(subject))
-        processed.values.update(subject.values)
-        return processed
-
-    # -- the steps ------------------------------------------------------------------------
-
-    def process(self, subject_id: str, images: dict[str, Image]) -> PreprocessedSubject:
-        arrays, record = self._geometry(subject_id, images)
-        if self.histogram_sections and self.landmarks is None:
-            self._load_landmarks()
-        for name, spec in self.sections.items():
-            if name in arrays and spec.has_intensity_steps:
-                arrays[name] = self._normalise(subject_id, spec, arrays, images)
-        arrays = {name: np.ascontiguousarray(self._pad(array)) for name, array in arrays.items()}
-        return PreprocessedSubject(subject_id, arrays, record)
-
-    def _geometry(self, subject_id: str, images: dict[str, Image]):
+    def __call__(self, subject_id: str, images: dict[str, Image]
+                 ) -> tuple[dict[str, np.ndarray], TransformRecord]:
         """Every section on the reoriented, resampled (not yet padded) reference grid."""
         if self.reference not in images:
             raise DataError(f"Subject {subject_id!r} has no file for [{self.reference}], the "
@@ -328,29 +275,108 @@ class Preprocessor:
         return resample(data, voxel_map[:3, :3], voxel_map[:3, 3], reference.spatial_shape,
                         spec.interp_order)
 
-    def _normalise(self, subject_id: str, spec: SectionSpec, arrays: dict[str, np.ndarray],
-                   images: dict[str, Image]) -> np.ndarray:
+    def pad(self, array: np.ndarray) -> np.ndarray:
+        """``array`` with ``volume_padding_size`` voxels added on each side (the last
+        step, after the intensity steps, so that padding never enters their statistics)."""
+        if not any(before for before, _ in self.padding):
+            return array
+        return np.pad(array, self.padding + ((0, 0),), mode=self.padding_mode)
+
+
+class HistogramLandmarks:
+    """The landmarks of the sections with ``normalisation = histogram``, kept in
+    ``histogram_ref_file``: learned once on the training subjects and read back by every
+    later run, inference included, so that one file fixes the intensity scale."""
+
+    def __init__(self, sections: dict[str, SectionSpec], histogram_ref_file: str | None):
+        self.specs = {name: spec for name, spec in sections.items()
+                      if spec.normalisation == "histogram"}
+        if self.specs and not histogram_ref_file:
+            raise ConfigError(
+                f"Sections {list(self.specs)} use normalisation = histogram, which "
+                "needs `histogram_ref_file` (where the learned landmarks are kept). Received "
+                f"histogram_ref_file={histogram_ref_file!r}.")
+        self.file = histogram_ref_file
+        self.landmarks: dict[str, list[list[float]]] | None = None
+
+    def _settings(self) -> dict[str, tuple[tuple[float, float], str]]:
+        return {name: (spec.cutoff, spec.norm_type) for name, spec in self.specs.items()}
+
+    def load(self) -> None:
+        if not os.path.isfile(self.file):
+            raise DataError(
+                f"The histogram reference file {self.file!r} does not exist: "
+                "the landmarks of normalisation = histogram are learned on the training "
+                "subjects (fit_histograms) before any subject is preprocessed. Train first, "
+                "or point `histogram_ref_file` at the file that training wrote.")
+        self.landmarks = norm.load_landmarks(self.file, self._settings())
+
+    def channel(self, name: str, channel: int, channels: int, path: str) -> list[float]:
+        """The reference landmarks of channel ``channel`` of [name], whose image (at
+        ``path``) has ``channels`` channels."""
+        if len(self.landmarks[name]) != channels:
+            raise DataError(
+                f"The image {path!r} of [{name}] has {channels} channel(s); the "
+                f"histogram landmarks in {self.file!r} were learned on "
+                f"{len(self.landmarks[name])}. Use files with the same channels as in training.")
+        return self.landmarks[name][channel]
+
+    def learn(self, per_subject: dict[str, dict[str, list[np.ndarray]]],
+              subject_count: int) -> None:
+        """Writes the reference landmarks averaged over ``per_subject`` (subject id ->
+        section -> one landmark array per channel)."""
+        learned = {}
+        for name, (cutoff, norm_type) in self._settings().items():
+            entries = {sid: found[name] for sid, found in per_subject.items() if name in found}
+            channels = {len(entry) for entry in entries.values()}
+            if len(channels) != 1:
+                raise DataError(
+                    f"Cannot learn histogram landmarks for [{name}] from "
+                    f"{subject_count} training subject(s): expected files with one same "
+                    f"number of channels; found {len(entries)} file(s) with "
+                    f"{sorted(channels)} channels.")
+            learned[name] = {"cutoff": cutoff, "norm_type": norm_type, "landmarks": [
+                norm.reference_landmarks(
+                    {sid: entry[c] for sid, entry in entries.items()}, f"[{name}]")
+                for c in range(channels.pop())]}
+        norm.save_landmarks(self.file, learned)
+
+
+class IntensitySteps:
+    """The intensity steps of an image section, per channel over its foreground mask:
+    ``percentile_clip``, ``intensity_window``, then the normalisation. It also gives a
+    section's own histogram landmarks, so that learning and applying histogram
+    standardisation see the same clipped values over the same masks."""
+
+    def __init__(self, histograms: HistogramLandmarks):
+        self.histograms = histograms
+
+    def __call__(self, subject_id: str, spec: SectionSpec, arrays: dict[str, np.ndarray],
+                 images: dict[str, Image]) -> np.ndarray:
         data = arrays[spec.name]
         out = np.empty(data.shape, dtype=np.float32)
-        for channel, mask in enumerate(self._masks(subject_id, spec, arrays, images)):
+        for channel, mask in enumerate(self.masks(subject_id, spec, arrays, images)):
             values = self._before_normalisation(data[..., channel], mask, spec)
             if spec.normalisation == "zscore":
                 values = norm.zscore(values, mask)
             elif spec.normalisation == "histogram":
                 values = norm.standardise_histogram(
                     values, mask, norm.landmark_percentiles(spec.cutoff, spec.norm_type),
-                    self._channel_landmarks(spec.name, channel, data.shape[3], images))
+                    self.histograms.channel(spec.name, channel, data.shape[3],
+                                            images[spec.name].path))
             out[..., channel] = values
         return out
 
-    def _channel_landmarks(self, name: str, channel: int, channels: int,
-                           images: dict[str, Image]) -> list[float]:
-        if len(self.landmarks[name]) != channels:
-            raise DataError(
-                f"The image {images[name].path!r} of [{name}] has {channels} channel(s); the "
-                f"histogram landmarks in {self.histogram_ref_file!r} were learned on "
-                f"{len(self.landmarks[name])}. Use files with the same channels as in training.")
-        return self.landmarks[name][channel]
+    def image_landmarks(self, subject_id: str, spec: SectionSpec,
+                        arrays: dict[str, np.ndarray], images: dict[str, Image]
+                        ) -> list[np.ndarray]:
+        """The section's own landmarks, one array per channel, of the values that
+        histogram standardisation would map."""
+        percentiles = norm.landmark_percentiles(spec.cutoff, spec.norm_type)
+        masks = self.masks(subject_id, spec, arrays, images)
+        return [norm.image_landmarks(
+            self._before_normalisation(arrays[spec.name][..., c], mask, spec), mask,
+            percentiles) for c, mask in enumerate(masks)]
 
     @staticmethod
     def _before_normalisation(values: np.ndarray, mask: np.ndarray,
@@ -361,8 +387,9 @@ class Preprocessor:
             values = norm.intensity_window(values, spec.intensity_window)
         return values
 
-    def _masks(self, subject_id: str, spec: SectionSpec, arrays: dict[str, np.ndarray],
-               images: dict[str, Image]) -> list[np.ndarray]:
+    @staticmethod
+    def masks(subject_id: str, spec: SectionSpec, arrays: dict[str, np.ndarray],
+              images: dict[str, Image]) -> list[np.ndarray]:
         """One foreground mask per channel of the section; DataError when one is empty."""
         data = arrays[spec.name]
         if spec.mask_section is not None:
@@ -372,7 +399,7 @@ class Preprocessor:
             masks = [np.any(arrays[spec.mask_section] > 0, axis=-1)] * data.shape[3]
         else:
             masks = [norm.foreground_mask(data[..., c], spec.foreground_type,
-                                               spec.foreground_threshold)
+                                          spec.foreground_threshold)
                      for c in range(data.shape[3])]
         for channel, mask in enumerate(masks):
             if not mask.any():
@@ -384,67 +411,87 @@ class Preprocessor:
                     "settings.")
         return masks
 
-    def _pad(self, array: np.ndarray) -> np.ndarray:
-        if not any(before for before, _ in self.padding):
-            return array
-        return np.pad(array, self.padding + ((0, 0),), mode=self.padding_mode)
 
-    # -- histogram landmarks ----------------------------------------------------------------
+class Preprocessor:
+    """The preprocessing of every subject of one application (see the module docstring):
+    its files read, put on the ``ReferenceGrid``, the ``IntensitySteps`` applied, padded.
 
-    def _histogram_settings(self) -> dict[str, tuple[tuple[float, float], str]]:
-        return {name: (self.sections[name].cutoff, self.sections[name].norm_type)
-                for name in self.histogram_sections}
+    ``pixdim`` and ``axcodes`` define the grid of all sections (taken from the image
+    section's settings by the application). ``histogram_ref_file`` is required when a
+    section uses ``normalisation = histogram``: read when it exists, otherwise written by
+    ``fit_histograms`` from the training subjects.
+    """
 
-    def _load_landmarks(self) -> None:
-        if not os.path.isfile(self.histogram_ref_file):
-            raise DataError(
-                f"The histogram reference file {self.histogram_ref_file!r} does not exist: "
-                "the landmarks of normalisation = histogram are learned on the training "
-                "subjects (fit_histograms) before any subject is preprocessed. Train first, "
-                "or point `histogram_ref_file` at the file that training wrote.")
-        self.landmarks = norm.load_landmarks(self.histogram_ref_file,
-                                                  self._histogram_settings())
+    def __init__(self, sections: Sequence[SectionSpec], pixdim: Sequence[float] | None = None,
+                 axcodes: Sequence[str] | None = None,
+                 volume_padding_size: Sequence[int] = (0, 0, 0),
+                 volume_padding_mode: str = "constant", histogram_ref_file: str | None = None,
+                 reference_section: str | None = None,
+                 space_tolerance: float = geometry.DEFAULT_SPACE_TOLERANCE):
+        self.sections = {spec.name: spec for spec in sections}
+        if not sections or len(self.sections) != len(sections):
+            raise ConfigError(f"Invalid value for argument `sections`. Expected one or more "
+                              f"sections with distinct names. Received "
+                              f"{[spec.name for spec in sections]}.")
+        images = [spec.name for spec in sections if spec.kind == "image"]
+        reference = reference_section or (images[0] if images else sections[0].name)
+        if reference not in self.sections:
+            raise ConfigError(f"Invalid value for argument `reference_section`. Expected one "
+                              f"of {list(self.sections)}. Received {reference_section!r}.")
+        for spec in sections:
+            if spec.mask_section is not None and (spec.mask_section not in self.sections
+                                                  or spec.mask_section == spec.name):
+                raise ConfigError(
+                    f"Invalid value for [{spec.name}] `foreground_type`. Expected one of "
+                    f"{', '.join(FOREGROUND_RULES)} or the name of another input "
+                    f"section. Received foreground_type={spec.foreground_type!r}.")
+        self.grid = ReferenceGrid(self.sections, reference, pixdim, axcodes,
+                                  volume_padding_size, volume_padding_mode, space_tolerance)
+        self.histograms = HistogramLandmarks(self.sections, histogram_ref_file)
+        self.intensity = IntensitySteps(self.histograms)
 
-    def _subject_landmarks(self, subject: SubjectFiles) -> dict[str, list[np.ndarray]]:
-        needed = {self.reference, *self.histogram_sections,
-                  *(self.sections[name].mask_section for name in self.histogram_sections)}
-        images = self.load(subject, needed)
-        arrays, _ = self._geometry(subject.subject_id, images)
-        found = {}
-        for name in self.histogram_sections:
-            if name in arrays:
-                spec = self.sections[name]
-                percentiles = norm.landmark_percentiles(spec.cutoff, spec.norm_type)
-                masks = self._masks(subject.subject_id, spec, arrays, images)
-                found[name] = [norm.image_landmarks(
-                    self._before_normalisation(arrays[name][..., c], mask, spec), mask,
-                    percentiles) for c, mask in enumerate(masks)]
-        return found
+    def load(self, subject: SubjectFiles, names: Collection[str] | None = None
+             ) -> dict[str, Image]:
+        """The subject's files of the preprocessed sections (or of ``names`` among them),
+        each read by its section's loader."""
+        return {name: load_image(path, self.sections[name].loader)
+                for name, path in subject.paths.items()
+                if name in self.sections and (names is None or name in names)}
+
+    def __call__(self, subject: SubjectFiles) -> PreprocessedSubject:
+        processed = self.process(subject.subject_id, self.load(subject))
+        processed.values.update(subject.values)
+        return processed
+
+    def process(self, subject_id: str, images: dict[str, Image]) -> PreprocessedSubject:
+        arrays, record = self.grid(subject_id, images)
+        if self.histograms.specs and self.histograms.landmarks is None:
+            self.histograms.load()
+        for name, spec in self.sections.items():
+            if name in arrays and spec.has_intensity_steps:
+                arrays[name] = self.intensity(subject_id, spec, arrays, images)
+        arrays = {name: np.ascontiguousarray(self.grid.pad(array))
+                  for name, array in arrays.items()}
+        return PreprocessedSubject(subject_id, arrays, record)
 
     def fit_histograms(self, subjects: Sequence[SubjectFiles]) -> None:
         """Learn the landmarks on ``subjects`` (the training ones) and write them, unless
         ``histogram_ref_file`` exists already: then it is read and kept."""
-        if not self.histogram_sections:
+        histograms = self.histograms
+        if not histograms.specs:
             return
-        if not os.path.isfile(self.histogram_ref_file):
-            per_subject = {subject.subject_id: self._subject_landmarks(subject)
-                           for subject in subjects}
-            learned = {}
-            for name, (cutoff, norm_type) in self._histogram_settings().items():
-                entries = {sid: found[name] for sid, found in per_subject.items() if name in found}
-                channels = {len(entry) for entry in entries.values()}
-                if len(channels) != 1:
-                    raise DataError(
-                        f"Cannot learn histogram landmarks for [{name}] from "
-                        f"{len(subjects)} training subject(s): expected files with one same "
-                        f"number of channels; found {len(entries)} file(s) with "
-                        f"{sorted(channels)} channels.")
-                learned[name] = {"cutoff": cutoff, "norm_type": norm_type, "landmarks": [
-                    norm.reference_landmarks(
-                        {sid: entry[c] for sid, entry in entries.items()}, f"[{name}]")
-                    for c in range(channels.pop())]}
-            norm.save_landmarks(self.histogram_ref_file, learned)
-        self._load_landmarks()
+        if not os.path.isfile(histograms.file):
+            histograms.learn({subject.subject_id: self._subject_landmarks(subject)
+                              for subject in subjects}, len(subjects))
+        histograms.load()
+
+    def _subject_landmarks(self, subject: SubjectFiles) -> dict[str, list[np.ndarray]]:
+        specs = self.histograms.specs
+        needed = {self.grid.reference, *specs, *(spec.mask_section for spec in specs.values())}
+        images = self.load(subject, needed)
+        arrays, _ = self.grid(subject.subject_id, images)
+        return {name: self.intensity.image_landmarks(subject.subject_id, spec, arrays, images)
+                for name, spec in specs.items() if name in arrays}
 
 
 def _translation(offset: Sequence[float]) -> np.ndarray:

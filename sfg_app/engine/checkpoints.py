@@ -1,4 +1,4 @@
-"""Checkpoints of a run, named by training iteration, in `<model_dir>/checkpoints`.
+"""Checkpoints of a run, named by training iteration, in its run folder's checkpoints.
 
 TensorFlow writes a checkpoint's data under a temporary name and renames it, then
 rewrites the small `checkpoint` index file atomically, so a run killed while saving
@@ -13,6 +13,8 @@ the layers a subclassed Keras 3 model keeps in lists or dicts, so a
 `tf.train.Checkpoint(model=model)` of such a network held none of their weights (measured:
 1 of 125 variables of an SFG-HighRes3DNet restored). Keys below the model's own name also
 survive Keras' renaming of a second instance in one process (`sfg_high_res3d_net_1`).
+TensorFlow's key of such a variable in the checkpoint's files is this module's to spell
+(`saved_shapes` reads them back for the commands).
 
 The states of the network's random streams (`random_states`: the architecture samples of
 the SFG layers) are saved too, so that a resumed run draws what the uninterrupted run
@@ -33,12 +35,13 @@ import keras
 import tensorflow as tf
 
 from sfg_app.errors import SFGWarning, TrainingError
+from sfg_app.io.run_folder import RunFolder
 
 CHECKPOINT_NAME = "ckpt"
 
 
 def checkpoint_dir(model_dir: str) -> str:
-    return os.path.join(model_dir, "checkpoints")
+    return str(RunFolder(model_dir).checkpoints)
 
 
 class CheckpointStore:
@@ -150,7 +153,7 @@ class CheckpointStore:
                 f"({_one_line(error)}). The network's settings ([NETWORK], "
                 "[SFG], [MULTITASK], [TASK] sections) and the image channels must be those "
                 "it was trained with, and to resume training its [TRAINING] optimiser and "
-                "[SYSTEM] mixed_precision (see settings.yaml in its model_dir); or point "
+                f"[SYSTEM] mixed_precision (see {RunFolder.SETTINGS} in its model_dir); or point "
                 "[SYSTEM] model_dir at another run.") from None
         return None
 
@@ -180,6 +183,27 @@ def variables_by_path(layer: keras.layers.Layer) -> dict:
                              "give its sublayers distinct names.")
         found[key] = variable
     return found
+
+
+def saved_shapes(checkpoint: str, layer: keras.layers.Layer,
+                 name: str = "model") -> dict | None:
+    """``{path: (built shape, saved shape)}`` for each variable of ``layer`` (saved as the
+    trackable ``name``, as ``CheckpointStore(model_dir, model=layer)`` does) whose shape
+    in ``checkpoint`` differs from the built one; None when the checkpoint's files cannot
+    be read (restoring skips it, with a warning). Read before anything is restored, so
+    that a command can say what differs instead of only that the checkpoint does not
+    fit."""
+    try:
+        saved = dict(tf.train.list_variables(checkpoint))
+    except (IndexError, ValueError, tf.errors.OpError):
+        return None
+    differing = {}
+    for path, variable in variables_by_path(layer).items():
+        # TensorFlow's key of a variable in a dict of trackables: '/' escaped as '.S'.
+        trained = saved.get(f"{name}/{path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE")
+        if trained is not None and tuple(trained) != tuple(variable.shape):
+            differing[path] = (tuple(variable.shape), tuple(trained))
+    return differing
 
 
 def random_states(layer: keras.layers.Layer) -> dict:

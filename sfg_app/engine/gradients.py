@@ -42,9 +42,6 @@ except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow l
     _DEFAULT_SPACE = _DEFAULT_SUM = None
 
 ARITHMETIC = "arithmetic_optimization"
-_lock = threading.Lock()
-_users = 0
-_arithmetic_before = None
 
 
 def _sum_in_order(gradients):
@@ -53,35 +50,48 @@ def _sum_in_order(gradients):
     return _DEFAULT_SUM(gradients)
 
 
-@contextlib.contextmanager
-def ordered_gradient_sums():
-    """Gradient steps traced and first run inside this block sum in a fixed order.
+class ordered_gradient_sums(contextlib.AbstractContextManager):
+    """Gradient steps traced and first run inside this block sum in a fixed order; the
+    training driver runs its loop in one (named as contextlib's context managers are).
 
-    Both settings are TensorFlow's, process-wide: re-entrant and shared between threads,
-    the first block in sets them and the last one out restores what was there.
+    Both settings are TensorFlow's and hold for the whole process, so the blocks of a
+    process share one record of them, kept on this class under its lock and changed only
+    by entering and leaving a block: the first block in saves and sets both, the last one
+    out restores them, and a block nested in another or open in another thread meanwhile
+    changes nothing.
     """
-    global _users, _arithmetic_before
-    if _DEFAULT_SPACE is None:  # pragma: no cover - another TensorFlow layout
-        warnings.warn(f"TensorFlow {tf.__version__} does not expose the tape's gradient "
-                      "sum: runs of one seed may differ in their last bits between "
-                      "processes (sfg is tested with TensorFlow 2.21).", SFGWarning,
-                      stacklevel=3)
-        yield
-        return
-    with _lock:
-        if _users == 0:
-            _arithmetic_before = tf.config.optimizer.get_experimental_options().get(ARITHMETIC)
-            tf.config.optimizer.set_experimental_options({ARITHMETIC: False})
-            _pywrap_tfe.TFE_Py_RegisterVSpace(
-                _DEFAULT_SPACE._replace(aggregate_fn=_sum_in_order))
-        _users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _users -= 1
-            if _users == 0:
+
+    _lock = threading.Lock()
+    _open_blocks = 0
+    _arithmetic_before: bool | None = None   # Grappler's option before the first block
+
+    def __enter__(self):
+        if _DEFAULT_SPACE is None:  # pragma: no cover - another TensorFlow layout
+            warnings.warn(f"TensorFlow {tf.__version__} does not expose the tape's gradient "
+                          "sum: runs of one seed may differ in their last bits between "
+                          "processes (sfg is tested with TensorFlow 2.21).", SFGWarning,
+                          stacklevel=2)
+            return self
+        record = ordered_gradient_sums
+        with record._lock:
+            if record._open_blocks == 0:
+                record._arithmetic_before = \
+                    tf.config.optimizer.get_experimental_options().get(ARITHMETIC)
+                tf.config.optimizer.set_experimental_options({ARITHMETIC: False})
+                _pywrap_tfe.TFE_Py_RegisterVSpace(
+                    _DEFAULT_SPACE._replace(aggregate_fn=_sum_in_order))
+            record._open_blocks += 1
+        return self
+
+    def __exit__(self, *exception) -> None:
+        if _DEFAULT_SPACE is None:  # pragma: no cover - another TensorFlow layout
+            return
+        record = ordered_gradient_sums
+        with record._lock:
+            record._open_blocks -= 1
+            if record._open_blocks == 0:
                 _pywrap_tfe.TFE_Py_RegisterVSpace(_DEFAULT_SPACE)
                 # Grappler's default for the arithmetic optimiser is on.
+                before = record._arithmetic_before
                 tf.config.optimizer.set_experimental_options(
-                    {ARITHMETIC: True if _arithmetic_before is None else _arithmetic_before})
+                    {ARITHMETIC: True if before is None else before})

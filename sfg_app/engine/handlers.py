@@ -14,6 +14,7 @@ from sfg_app.engine.state import TrainingState, to_numpy
 from sfg_app.engine.strategies import distributed_dataset
 from sfg_app.errors import TrainingError
 from sfg_app.evaluation.grouping import append_history, summarise, truncate_history
+from sfg_app.io.run_folder import RunFolder
 
 
 class Handler:
@@ -104,13 +105,13 @@ class ValidationHandler(Handler):
         self._step = step
         if state.chief:
             self._writer = tf.summary.create_file_writer(
-                os.path.join(plan.model_dir, "logs", "validation"))
+                str(RunFolder(plan.model_dir).tensorboard("validation")))
             self._image_batch = next(iter(self.application.validation_dataset(1).take(1)))
 
     def on_step_end(self, state):
         if self._step is None or state.iteration % self.every_n:
             return
-        set_architecture(state.model, "map")
+        self.application.set_architecture(state.model, "map")
         try:
             totals: dict[str, float] = {}
             count = 0
@@ -120,7 +121,7 @@ class ValidationHandler(Handler):
                 count += 1
             images = self._images(state.model)
         finally:
-            set_architecture(state.model, "train")
+            self.application.set_architecture(state.model, "train")
         if not count:
             return
         means = {key: value / count for key, value in totals.items()}
@@ -156,9 +157,9 @@ class SummaryHandler(Handler):
         self._history = None
 
     def on_start(self, state):
-        self._writer = tf.summary.create_file_writer(
-            os.path.join(state.plan.model_dir, "logs", "train"))
-        self._history = os.path.join(state.plan.model_dir, "grouping_history.csv")
+        run = RunFolder(state.plan.model_dir)
+        self._writer = tf.summary.create_file_writer(str(run.tensorboard("train")))
+        self._history = str(run.grouping_history)
         if os.path.exists(self._history):
             truncate_history(self._history, state.first_iteration)
 
@@ -177,9 +178,9 @@ class SummaryHandler(Handler):
                 if not key.startswith("val_"):
                     tf.summary.scalar(key, value)
             tf.summary.scalar("learning_rate", current_learning_rate(state.optimiser))
-            if hasattr(model, "temperature"):
-                tf.summary.scalar("tau", float(model.temperature()))
-            probabilities = grouping_probabilities(model)
+            for key, value in self.application.summary_scalars(model).items():
+                tf.summary.scalar(key, value)
+            probabilities = self.application.grouping_probabilities(model)
             if probabilities:
                 groups = self.application.group_names()
                 summary = summarise(probabilities, groups)
@@ -232,17 +233,6 @@ class ProgressHandler(Handler):
         total = time.perf_counter() - self._start
         print(f"\nDone: iteration {state.iteration} in {_duration(total)}; checkpoints in "
               f"{state.checkpoints.directory}", file=self.stream, flush=True)
-
-
-def set_architecture(model, mode: str) -> None:
-    if hasattr(model, "set_architecture"):
-        model.set_architecture(mode)
-
-
-def grouping_probabilities(model) -> dict:
-    if hasattr(model, "grouping_probabilities"):
-        return model.grouping_probabilities()
-    return {}
 
 
 def current_learning_rate(optimiser) -> float:

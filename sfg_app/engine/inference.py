@@ -27,7 +27,7 @@ from sfg_app.networks import compact  # registers CompactNetwork for loading
 
 
 @dataclasses.dataclass(frozen=True)
-class InferencePlan:
+class InferenceOptions:
     model_dir: str
     inference_iter: int = -1
     architecture: str = "map"
@@ -40,7 +40,7 @@ class InferencePlan:
     network: str | None = None
 
     @classmethod
-    def from_settings(cls, settings, network=None) -> "InferencePlan":
+    def from_settings(cls, settings, network=None) -> "InferenceOptions":
         return cls(model_dir=settings.system.model_dir,
                    inference_iter=settings.inference.inference_iter,
                    architecture=settings.inference.architecture,
@@ -52,7 +52,7 @@ class InferencePlan:
 
 
 class InferenceDriver:
-    def __init__(self, application, plan: InferencePlan):
+    def __init__(self, application, plan: InferenceOptions):
         self.application = application
         self.plan = plan
 
@@ -72,8 +72,7 @@ class InferenceDriver:
             model = self.application.build_network()
         store = CheckpointStore(self.plan.model_dir, model=model)
         self.iteration = store.restore(self.plan.inference_iter, partial=True)
-        if hasattr(model, "set_architecture"):
-            model.set_architecture(self.plan.architecture)
+        self.application.set_architecture(model, self.plan.architecture)
         return model
 
     def run(self, subjects, model=None) -> list[str]:

@@ -12,7 +12,7 @@ from sfg_app.engine.checkpoints import CheckpointStore
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingPlan:
+class TrainingOptions:
     """The settings the loop itself needs, in one place (built by `from_settings`)."""
 
     model_dir: str
@@ -29,7 +29,7 @@ class TrainingPlan:
     mixed_precision: str = "none"
 
     @classmethod
-    def from_settings(cls, settings) -> "TrainingPlan":
+    def from_settings(cls, settings) -> "TrainingOptions":
         training, system = settings.training, settings.system
         return cls(
             model_dir=system.model_dir, max_iter=training.max_iter,
@@ -45,7 +45,7 @@ class TrainingPlan:
 class TrainingState:
     """What handlers may read: the live objects of the run and the last step's logs."""
 
-    plan: TrainingPlan
+    plan: TrainingOptions
     strategy: tf.distribute.Strategy
     model: keras.Model
     objective: keras.layers.Layer
@@ -64,7 +64,7 @@ class TrainingState:
 
 
 def to_numpy(value) -> np.ndarray:
-    """The value of a tensor or a (possibly distributed) variable, as numpy."""
-    while hasattr(value, "value") and not hasattr(value, "numpy"):
-        value = value.value
-    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    """The value of a tensor or a (possibly distributed) variable, or a number, as numpy."""
+    if isinstance(value, (keras.Variable, tf.Tensor, tf.Variable)):
+        return np.asarray(value.numpy())
+    return np.asarray(value)

@@ -33,7 +33,7 @@ import tensorflow as tf
 from sfg_app.engine import handlers
 from sfg_app.engine.checkpoints import CheckpointStore, random_states
 from sfg_app.engine.gradients import ordered_gradient_sums
-from sfg_app.engine.state import TrainingPlan, TrainingState, to_numpy
+from sfg_app.engine.state import TrainingOptions, TrainingState, to_numpy
 from sfg_app.engine.strategies import (distributed_dataset, dtype_policy, is_chief,
                                        make_strategy)
 from sfg_app.errors import TrainingError, TrainingStopped
@@ -42,7 +42,7 @@ from sfg_app.errors import TrainingError, TrainingStopped
 class TrainingDriver:
     """Runs `application`'s training from `plan`, with handlers beside the loop."""
 
-    def __init__(self, application, plan: TrainingPlan, extra_handlers=()):
+    def __init__(self, application, plan: TrainingOptions, extra_handlers=()):
         self.application = application
         self.plan = plan
         self.extra_handlers = list(extra_handlers)

@@ -13,16 +13,16 @@ p = (0.33, 0.33, 0.34) give a bar that is 100 % one group. ``mean_max_probabilit
 mean over kernels of max_g p, says how decided the layer is (1/G: undecided, 1: every
 kernel one-hot), and the figures and table show it beside the fractions.
 
-The training driver appends the same numbers to ``grouping_history.csv`` at each log
-step (``append_history``), with the columns ``step, layer, group, fraction,
-mean_probability, mean_max_probability``: one row per layer and group (the layer's
-mean max probability repeated on each), a step's rows written in one block, steps
-strictly increasing: a run resumed from the checkpoint of step k first drops the rows
-after k (``truncate_history``), which a killed run wrote after its last checkpoint, and
-appending a step already there replaces the rows from it on. Files from before that
-rule may repeat steps; ``read_history`` keeps the last rows of each (step, layer,
-group). Files written before ``mean_max_probability`` existed keep their five columns:
-appending follows the file's header and reading accepts both.
+The training driver appends the same numbers to the run's grouping history
+(``RunFolder.grouping_history``) at each log step (``append_history``), with the
+columns ``step, layer, group, fraction, mean_probability, mean_max_probability``: one
+row per layer and group (the layer's mean max probability repeated on each), a step's
+rows written in one block, steps strictly increasing: a run resumed from the checkpoint
+of step k first drops the rows after k (``truncate_history``), which a killed run wrote
+after its last checkpoint, and appending a step already there replaces the rows from it
+on. Files from before that rule may repeat steps; ``read_history`` keeps the last rows
+of each (step, layer, group). Files written before ``mean_max_probability`` existed keep
+their five columns: appending follows the file's header and reading accepts both.
 """
 
 from __future__ import annotations
@@ -431,10 +431,13 @@ def plot_history(history: Mapping, path: str | os.PathLike) -> Path:
 
 
 def write_grouping_report(probabilities: Mapping[str, np.ndarray], groups: Sequence[str],
-                          folder: str | os.PathLike, step: int | None = None) -> dict:
-    """``grouping.yaml`` and ``grouping.png`` in ``folder``; returns the summary."""
+                          yaml_path: str | os.PathLike, png_path: str | os.PathLike,
+                          step: int | None = None) -> dict:
+    """The report as YAML (``write_grouping_yaml``) and as a bar chart
+    (``plot_grouping``); returns the summary. Where they go is the caller's: the run
+    folder names them."""
     summary = summarise(probabilities, groups)
-    write_grouping_yaml(summary, Path(folder) / "grouping.yaml", step)
+    write_grouping_yaml(summary, yaml_path, step)
     title = None if step is None else f"Learned filter groups at step {step}"
-    plot_grouping(summary, Path(folder) / "grouping.png", title)
+    plot_grouping(summary, png_path, title)
     return summary

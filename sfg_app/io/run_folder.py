@@ -1,5 +1,5 @@
-"""A run folder (`[SYSTEM] model_dir`): one writer at a time, and the identity of the
-network its checkpoints hold.
+"""A run folder (`[SYSTEM] model_dir`): the one owner of its layout, one writer at a
+time, and the identity of the network its checkpoints hold.
 
 Why: a checkpoint restores into any network whose variables happen to fit it, so a config
 edited after training (tasks reordered, another network) ran a different network on the
@@ -9,6 +9,8 @@ its outputs, as ``{"SECTION.key": value}``) is recorded when training starts, an
 later command compares the config's with it before any work. The lock is the operating
 system's (`flock`), released when its process ends however it ends: no stale lock to
 clean.
+
+The layout, and why its names are spelled in one place, is `sfg_app/run_layout.py`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 
 from sfg_app.errors import ConfigError
 from sfg_app.io.atomic import atomic_write_text
+from sfg_app.run_layout import RunLayout
 
 
 class RunFolderBusy(ConfigError):
@@ -33,13 +36,9 @@ class NetworkMismatch(ConfigError):
     """The config describes another network than the run folder's."""
 
 
-class RunFolder:
-    """The files of a run that every command agrees on."""
-
-    SETTINGS = "settings.yaml"
-    SETTINGS_HISTORY = "settings_history"
-    NETWORK = "network.yaml"
-    LOCK = "sfg_train.lock"
+class RunFolder(RunLayout):
+    """The files of a run that every command agrees on (the module docstring maps them;
+    the names are `RunLayout`'s)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -49,8 +48,91 @@ class RunFolder:
         return self.path / self.SETTINGS
 
     @property
+    def settings_history(self) -> Path:
+        return self.path / self.SETTINGS_HISTORY
+
+    @property
     def network(self) -> Path:
         return self.path / self.NETWORK
+
+    @property
+    def lock(self) -> Path:
+        return self.path / self.LOCK
+
+    @property
+    def split(self) -> Path:
+        return self.path / self.SPLIT
+
+    @property
+    def histogram_ref(self) -> Path:
+        return self.path / self.HISTOGRAM_REF
+
+    def cache(self, phase: str) -> Path:
+        """The preprocessed volumes of ``phase`` kept on disk (``[NETWORK] cache = disk``)."""
+        return self.path / self.CACHE / phase
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    def tensorboard(self, phase: str) -> Path:
+        """The TensorBoard events of ``phase`` (``train``, ``validation``)."""
+        return self.path / self.TENSORBOARD / phase
+
+    def command_log(self, prog: str) -> Path:
+        """The console of command ``prog`` (``sfg_train``): appended to by each run."""
+        return self.path / f"{prog}{self.LOG_SUFFIX}"
+
+    @property
+    def grouping_history(self) -> Path:
+        return self.path / self.GROUPING_HISTORY
+
+    @property
+    def grouping(self) -> Path:
+        return self.path / self.GROUPING
+
+    @property
+    def grouping_yaml(self) -> Path:
+        return self.grouping / self.GROUPING_YAML
+
+    @property
+    def grouping_png(self) -> Path:
+        return self.grouping / self.GROUPING_PNG
+
+    @property
+    def grouping_history_png(self) -> Path:
+        return self.grouping / self.GROUPING_HISTORY_PNG
+
+    def inference(self, variant: str | None = None) -> Path:
+        """The default outputs folder; with ``variant`` (a test-time architecture) the
+        folder beside it that keeps those outputs apart: ``inference_<variant>``."""
+        return self.path / _variant(self.INFERENCE, variant)
+
+    def evaluation(self, variant: str | None = None) -> Path:
+        """The default metrics folder; ``variant`` as for ``inference``."""
+        return self.path / _variant(self.EVALUATION, variant)
+
+    def metrics(self, folder=None) -> Path:
+        """The per-subject metrics table in the evaluation ``folder`` (default: this
+        run's ``evaluation()``; `[EVALUATION] save_csv_dir` may put it elsewhere)."""
+        return Path(folder or self.evaluation()) / self.METRICS
+
+    def metrics_summary(self, folder=None) -> Path:
+        """The metrics' summary beside ``metrics(folder)``."""
+        return Path(folder or self.evaluation()) / self.METRICS_SUMMARY
+
+    @property
+    def export(self) -> Path:
+        return self.path / self.EXPORT
+
+    def exported_keras(self, task: str, folder=None) -> Path:
+        """Task ``task``'s compact network in the export ``folder`` (default: ``export``;
+        `sfg_export --output` may put it elsewhere)."""
+        return Path(folder or self.export) / f"{task}{self.KERAS_SUFFIX}"
+
+    def exported_savedmodel(self, task: str, folder=None) -> Path:
+        """The same network as a TensorFlow SavedModel folder, beside ``exported_keras``."""
+        return Path(folder or self.export) / f"{task}{self.SAVEDMODEL_SUFFIX}"
 
     # -- one writer -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -58,8 +140,7 @@ class RunFolder:
         """Holds the folder's lock while the block runs; a RunFolderBusy naming the
         holder's pid and command line when another process holds it. The folder must
         exist."""
-        path = self.path / self.LOCK
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        handle = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,7 +200,7 @@ class RunFolder:
 
     # -- the run's settings ---------------------------------------------------------
     def record_settings(self, text: str) -> None:
-        """Writes ``settings.yaml``; a different earlier one is kept, dated, in
+        """Writes the settings file; a different earlier one is kept, dated, in
         ``settings_history/`` (a resume may change what does not define the network)."""
         try:
             before = self.settings.read_text(encoding="utf-8")
@@ -128,11 +209,14 @@ class RunFolder:
         if before is not None and before != text:
             stamp = time.strftime("%Y-%m-%dT%H-%M-%S",
                                   time.localtime(self.settings.stat().st_mtime))
-            history = self.path / self.SETTINGS_HISTORY
-            history.mkdir(exist_ok=True)
-            atomic_write_text(history / f"settings_{stamp}.yaml", before)
+            self.settings_history.mkdir(exist_ok=True)
+            atomic_write_text(self.settings_history / f"settings_{stamp}.yaml", before)
         if before != text:
             atomic_write_text(self.settings, text)
+
+
+def _variant(name: str, variant: str | None) -> str:
+    return name if variant is None else f"{name}_{variant}"
 
 
 def _shown(value) -> str:

@@ -5,6 +5,10 @@ grouping is off), so a dense baseline is the SFG network's own blocks without ma
 its widths match by construction. Inside a block that follows an SFG layer (the residual
 units) the convolutions use the same masks for input and output (``M = m C m^T``) and the
 shortcuts are identities: a channel stays in its group.
+
+Each block also copies into a smaller twin (grouping off) the weights of a subset of its
+kernels, as ``keep_kernels``: the compact export (``networks/compact.py``) is a loop over
+the stages calling it, each block knowing what its own layers hold.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from keras import ops
 
 from sfg_app import arguments
 from sfg_app.layers.activations import ChannelActivation
-from sfg_app.layers.normalization import GroupwiseNormalization
+from sfg_app.layers.grouping import connectivity_matrix
+from sfg_app.layers.normalisation import GroupwiseNormalization
 from sfg_app.layers.sfg_conv import SFGConv, channel_scale, check_masks
 
 NORM_LAYERS = ("batch", "instance", "none")
@@ -47,7 +52,7 @@ class _GroupedLayer(keras.layers.Layer):
         if self.norm_layer == "none":
             return None
         return GroupwiseNormalization(self.num_groups, self.norm_layer, name=name,
-                                      shared_parameters=self.shared_norm_parameters)
+                                      shared_norm_parameters=self.shared_norm_parameters)
 
     def get_config(self):
         config = super().get_config()
@@ -65,6 +70,40 @@ def _build_all(layers, shape):
     for layer in layers:
         if layer is not None:
             layer.build(shape)
+
+
+def _numpy(variable):
+    return np.asarray(ops.convert_to_numpy(variable), np.float32)
+
+
+def _routing(connectivity: str, groups_in, groups_out):
+    """``m_in C m_out^T`` of an SFG convolution as numpy, broadcasting against its kernel:
+    which input channel each kernel reads (every one without ``groups_in`` or
+    ``groups_out``, as ``SFGConv.call``)."""
+    if groups_out is None:
+        return np.float32(1.0)
+    if groups_in is None:
+        return np.ones((1, groups_out.shape[0]), np.float32)
+    return groups_in @ connectivity_matrix(connectivity, groups_out.shape[-1]) @ groups_out.T
+
+
+def _keep_conv(source: SFGConv, target: SFGConv, routing, kept_in, kept_out) -> None:
+    """``target``'s kernel is ``(W * routing)[..., kept_in, kept_out]``: what ``source``
+    applies from the kept input channels to the kept kernels, with no routing left."""
+    weight = _numpy(source.kernel) * routing
+    target.kernel.assign(weight[..., kept_in, :][..., kept_out])
+    if source.use_bias:
+        target.bias.assign(_numpy(source.bias)[kept_out])
+
+
+def _keep_activation(source: ChannelActivation, target: ChannelActivation, kept) -> None:
+    if source.activation == "prelu":  # the one activation with weights: a slope per channel
+        target.alpha.assign(_numpy(source.alpha)[kept])
+
+
+def _keep_norm(source, target, kept, groups) -> None:
+    if source is not None:  # norm_layer = none
+        target.keep_channels(source, kept, groups)
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")
@@ -91,6 +130,28 @@ class ConvBlock(_GroupedLayer):
     def call(self, x, groups_in=None, groups_out=None, training=None):
         x = self.conv(x, groups_in=groups_in, groups_out=groups_out)
         return self.act(_normalise(self.norm, x, groups_out, training))
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the input it was built for."""
+        return int(self.conv.kernel.shape[-2])
+
+    @property
+    def spatial_rank(self) -> int:
+        """2 or 3: the spatial axes of its convolution."""
+        return self.conv.rank
+
+    def keep_kernels(self, source: ConvBlock, kept_in, kept_out, groups_in=None,
+                     groups_out=None) -> None:
+        """Sets this block (built grouping off, ``len(kept_in)`` input channels,
+        ``len(kept_out)`` kernels) to compute ``source``'s kernels ``kept_out`` from its
+        input channels ``kept_in``, under the fixed one-hot masks ``groups_in`` and
+        ``groups_out`` (numpy ``(C, G)``, as ``call`` takes them): the routing is folded
+        into the kernel, and each normalisation entry is the one of its channel's group."""
+        routing = _routing(source.connectivity, groups_in, groups_out)
+        _keep_conv(source.conv, self.conv, routing, kept_in, kept_out)
+        _keep_norm(source.norm, self.norm, kept_out, groups_out)
+        _keep_activation(source.act, self.act, kept_out)
 
     def get_config(self):
         config = super().get_config()
@@ -129,6 +190,16 @@ class ResidualUnit(_GroupedLayer):
             h = conv(act(_normalise(norm, h, groups, training)), groups_in=groups,
                      groups_out=groups)
         return x + h
+
+    def keep_kernels(self, source: ResidualUnit, kept, groups=None) -> None:
+        """As ``ConvBlock.keep_kernels``, for the channels ``kept`` (the unit's input and
+        output are one set of channels, routed by ``groups`` both ways)."""
+        routing = _routing(source.connectivity, groups, groups)
+        for norm, act, conv, full_norm, full_act, full_conv in zip(
+                self.norms, self.acts, self.convs, source.norms, source.acts, source.convs):
+            _keep_norm(full_norm, norm, kept, groups)
+            _keep_activation(full_act, act, kept)
+            _keep_conv(full_conv, conv, routing, kept, kept)
 
     def get_config(self):
         config = super().get_config()
@@ -181,6 +252,24 @@ class Stage(_GroupedLayer):
         if self.pool:
             x = ops.max_pool(x, pool_size=2, strides=2, padding="same")
         return x
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the input it was built for."""
+        return self.block.input_channels
+
+    @property
+    def spatial_rank(self) -> int:
+        """2 or 3: the spatial axes of its convolutions."""
+        return self.block.spatial_rank
+
+    def keep_kernels(self, source: Stage, kept_in, kept_out, groups_in=None,
+                     groups_out=None) -> None:
+        """As ``ConvBlock.keep_kernels``: the block's kernels ``kept_out`` and the same
+        channels of the residual units (routed by ``groups_out``, as in ``call``)."""
+        self.block.keep_kernels(source.block, kept_in, kept_out, groups_in, groups_out)
+        for unit, full_unit in zip(self.units, source.units):
+            unit.keep_kernels(full_unit, kept_out, groups_out)
 
     def get_config(self):
         config = super().get_config()
@@ -245,6 +334,17 @@ class TaskHead(keras.layers.Layer):
         elif feeds is not None:
             x = channel_scale(x, feeds)
         return ops.matmul(x, kernel) + self.bias
+
+    def keep_kernels(self, source: TaskHead, kept_in, groups=None) -> None:
+        """Sets this head (built reading ``len(kept_in)`` channels, no task index) to
+        compute ``source``'s output from its input channels ``kept_in`` under the fixed
+        one-hot masks ``groups`` (numpy ``(C, G)``): the channels it does not read are
+        zeroed into the kernel."""
+        kernel = _numpy(source.kernel)
+        if groups is not None and source.task_index is not None:
+            kernel = kernel * (groups[:, source.task_index] + groups[:, -1])[:, None]
+        self.kernel.assign(kernel[kept_in])
+        self.bias.assign(_numpy(source.bias))
 
     def get_config(self):
         config = super().get_config()

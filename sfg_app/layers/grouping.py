@@ -24,6 +24,11 @@ CONNECTIVITIES = SFG.keys["connectivity"].type.options
 IMPLEMENTATIONS = SFG.keys["impl"].type.options
 
 
+def _default(name: str):
+    """The default of ``[SFG] name``: the one set of defaults is the schema's."""
+    return SFG.keys[name].default
+
+
 @dataclasses.dataclass(frozen=True)
 class GroupingConfig:
     """How every SFG layer of a network samples, anneals and routes its groups.
@@ -53,27 +58,32 @@ class GroupingConfig:
     the number of tasks; ``balanced`` also has the training driver equalise the tasks'
     gradients): under the straight-through estimate a shared kernel's mask collects the
     gradient of every head it reaches, so with ``sum`` the shared group wins wherever a
-    kernel helps anyone. The
-    defaults here are the paper's method; the config schema's ``[SFG]`` defaults are the
-    recipe that README's Results measured.
+    kernel helps anyone.
+
+    The defaults are the config schema's ``[SFG]`` defaults (the recipe that
+    docs/results.md measured; the section's doc lists the paper's own values), so that a
+    network built without a config and one built from a config differ only where a key
+    was set.
+    ``fixed_from`` has no key (the application derives it from ``[SFG] finetune_iter``
+    and the run's length); its default None never fixes the grouping.
     """
 
-    tau: float = 1.0
-    tau_min: float = 0.05
-    anneal_rate: float = 0.0
-    straight_through: bool = True
-    sample_per: str = "step"
-    learn_probabilities: bool = True
-    init: str | tuple[float, ...] = "uniform"
-    init_alpha: float = 1.0
-    prior: str | tuple[float, ...] = "uniform"
-    init_shared: float = 0.5
-    connectivity: str = "mixed"
-    impl: str = "fused"
-    logit_lr_multiplier: float = 1.0
-    warmup_iter: int = 0
-    norm_parameters: str = "per_group"
-    logit_gradient: str = "sum"
+    tau: float = _default("tau")
+    tau_min: float = _default("tau_min")
+    anneal_rate: float = _default("anneal_rate")
+    straight_through: bool = _default("straight_through")
+    sample_per: str = _default("sample_per")
+    learn_probabilities: bool = _default("learn_probabilities")
+    init: str | tuple[float, ...] = _default("init")
+    init_alpha: float = _default("init_alpha")
+    prior: str | tuple[float, ...] = _default("prior")
+    init_shared: float = _default("init_shared")
+    connectivity: str = _default("connectivity")
+    impl: str = _default("impl")
+    logit_lr_multiplier: float = _default("logit_lr_multiplier")
+    warmup_iter: int = _default("warmup_iter")
+    norm_parameters: str = _default("norm_parameters")
+    logit_gradient: str = _default("logit_gradient")
     fixed_from: int | None = None
 
     def __post_init__(self):

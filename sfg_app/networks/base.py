@@ -23,14 +23,17 @@ from sfg_app.layers.activations import ACTIVATIONS
 from sfg_app.layers.blocks import NORM_LAYERS, Stage, TaskHead
 from sfg_app.layers.grouping import MODES, FilterGrouping, GroupingConfig
 from sfg_app.networks.heads import check_heads
-from sfg_app.networks.plans import StagePlan
+from sfg_app.networks.stages import StageSpec
 
 
 class MultiTaskNetwork(keras.Model):
     """Stages from ``plan`` (a class attribute), then one head per task on the last one."""
 
-    plan: tuple[StagePlan, ...] = ()  # set by each network class
+    plan: tuple[StageSpec, ...] = ()  # set by each network class
     head_kinds: tuple[str, ...] = ("voxel", "image")
+    #: The network has SFG layers: its constructor takes ``grouping`` and ``seed``, and it
+    #: has a ``temperature()``. Without them, the grouping API below is empty.
+    is_sfg: bool = False
 
     def __init__(self, heads, layer_scale: float = 1.0, activation: str = "relu",
                  norm_layer: str = "instance", **kwargs):
@@ -152,6 +155,8 @@ class SFGNetwork(MultiTaskNetwork):
     step assigns every step; the temperature is annealed from it and, being saved with
     the weights, continues across a resume.
     """
+
+    is_sfg = True
 
     def __init__(self, heads, grouping: GroupingConfig | dict | None = None,
                  seed: int | None = None, **kwargs):

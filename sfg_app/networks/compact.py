@@ -26,7 +26,7 @@ from keras import ops
 from sfg_app.layers.grouping import connectivity_matrix
 from sfg_app.networks.base import MultiTaskNetwork, SFGNetwork
 from sfg_app.networks.heads import HeadSpec
-from sfg_app.networks.plans import StagePlan
+from sfg_app.networks.stages import StageSpec
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")
@@ -34,7 +34,7 @@ class CompactNetwork(MultiTaskNetwork):
     """A plain (grouping off) network of ``plan``'s stages at explicit ``widths``, with
     its heads reading every channel: what ``compact_network`` exports for one task.
 
-    ``plan``: a sequence of ``StagePlan`` (or their dicts, from a saved config);
+    ``plan``: a sequence of ``StageSpec`` (or their dicts, from a saved config);
     ``widths``: the kernels of each stage's conv block (and its residual units).
     """
 
@@ -42,7 +42,7 @@ class CompactNetwork(MultiTaskNetwork):
 
     def __init__(self, heads, plan, widths, **kwargs):
         super().__init__(heads, **kwargs)
-        steps = tuple(step if isinstance(step, StagePlan) else StagePlan(**step)
+        steps = tuple(step if isinstance(step, StageSpec) else StageSpec(**step)
                       for step in plan)
         widths = [int(w) for w in widths]
         if len(steps) != len(widths) or any(w < 1 for w in widths):
@@ -62,12 +62,12 @@ class CompactNetwork(MultiTaskNetwork):
     def input_channels(self) -> int:
         """Channels of the input it was built for: what ``sfg_infer --network`` checks
         the images against before any window is run."""
-        return int(self.stages[0].block.conv.kernel.shape[-2])
+        return self.stages[0].input_channels
 
     @property
     def spatial_rank(self) -> int:
         """2 or 3: the spatial axes of its convolutions (2D or 3D windows)."""
-        return self.stages[0].block.conv.rank
+        return self.stages[0].spatial_rank
 
     def get_config(self):
         config = super().get_config()
@@ -171,77 +171,32 @@ def compact_network(model: SFGNetwork, task: str) -> CompactExport:
     """The plain network that computes ``model``'s ``map`` output for ``task`` from only
     the kernels that can reach the task's head (see the module docstring).
 
-    Each convolution's kernel is ``(W * M)[..., kept_in, kept_out]`` with M the routing
-    the SFG convolution applies in ``map`` mode; normalisation scales, offsets and
-    moving statistics are each kept channel's entry of its group's row; the head keeps
-    the rows of the kept channels. ``model`` must be built. A ValueError names the SFG
-    layer when one keeps no kernel.
+    Each stage and the head copy their kept kernels into their compact twin
+    (``keep_kernels`` of ``layers/blocks.py``: a convolution's kernel is
+    ``(W * M)[..., kept_in, kept_out]`` with M the routing of the ``map`` masks, a
+    normalisation entry is its channel's group's). ``model`` must be built. A ValueError
+    names the SFG layer when one keeps no kernel.
     """
     if not isinstance(model, SFGNetwork) or not model.groupings:
         raise ValueError("Invalid value for argument `model`. Expected a built SFG network "
                          f"(SFGHighRes3DNet, SFGVGG). Received {type(model).__name__}.")
     if not model.built:
         raise ValueError("The SFG network must be built (called once) before export.")
-    kept_masks = kept_kernels(model, task)
-    kept = [np.flatnonzero(k) for k in kept_masks]
+    kept = [np.flatnonzero(k) for k in kept_kernels(model, task)]
     masks = [_numpy(g.masks("map")) for g in model.groupings]
-    groups = [m.argmax(axis=-1) for m in masks]
-    routing = connectivity_matrix(model.grouping.connectivity, model.num_groups)
-
-    first_conv = model.stages[0].block.conv
-    rank, in_channels = first_conv.rank, int(first_conv.kernel.shape[-2])
+    first = model.stages[0]
+    rank, in_channels = first.spatial_rank, first.input_channels
     spec = model.head_specs[task]
     compact = CompactNetwork({task: HeadSpec(spec.kind, spec.channels)}, model.plan,
                              [len(k) for k in kept], activation=model.activation,
                              norm_layer=model.norm_layer, name=f"compact_{task}")
     compact.build((None,) * (rank + 1) + (in_channels,))
-
-    def copy_conv(source, target, routing_matrix, rows, columns):
-        weight = _numpy(source.kernel) * routing_matrix
-        target.kernel.assign(weight[..., rows, :][..., columns])
-        if source.use_bias:
-            target.bias.assign(_numpy(source.bias)[columns])
-
-    def copy_norm(source, target, group, columns):
-        if source is None:
-            return
-        for name in ("gamma", "beta", "moving_mean", "moving_variance"):
-            if not hasattr(source, name):
-                continue
-            table = _numpy(getattr(source, name))
-            row = np.zeros_like(group) if table.shape[0] == 1 else group
-            getattr(target, name).assign(table[row[columns], columns][None, :])
-
-    def copy_act(source, target, columns):
-        if hasattr(source, "alpha"):
-            target.alpha.assign(_numpy(source.alpha)[columns])
-
-    previous = np.arange(in_channels)
-    for index, (full, small) in enumerate(zip(model.stages, compact.stages)):
-        columns, group = kept[index], groups[index]
-        if index == 0:
-            block_routing = np.ones((in_channels, masks[0].shape[0]), np.float32)
-        else:
-            block_routing = masks[index - 1] @ routing @ masks[index].T
-        copy_conv(full.block.conv, small.block.conv, block_routing, previous, columns)
-        copy_norm(full.block.norm, small.block.norm, group, columns)
-        copy_act(full.block.act, small.block.act, columns)
-        unit_routing = masks[index] @ routing @ masks[index].T
-        for full_unit, small_unit in zip(full.units, small.units):
-            for norm, small_norm in zip(full_unit.norms, small_unit.norms):
-                copy_norm(norm, small_norm, group, columns)
-            for act, small_act in zip(full_unit.acts, small_unit.acts):
-                copy_act(act, small_act, columns)
-            for conv, small_conv in zip(full_unit.convs, small_unit.convs):
-                copy_conv(conv, small_conv, unit_routing, columns, columns)
-        previous = columns
-
-    head = model.task_heads[model.task_names.index(task)]
-    kernel = _numpy(head.kernel)
-    if head.task_index is not None:
-        kernel = kernel * (masks[-1][:, head.task_index] + masks[-1][:, -1])[:, None]
-    compact.task_heads[0].kernel.assign(kernel[kept[-1]])
-    compact.task_heads[0].bias.assign(_numpy(head.bias))
+    kept_in, groups_in = np.arange(in_channels), None
+    for full, small, kept_out, groups_out in zip(model.stages, compact.stages, kept, masks):
+        small.keep_kernels(full, kept_in, kept_out, groups_in, groups_out)
+        kept_in, groups_in = kept_out, groups_out
+    compact.task_heads[0].keep_kernels(model.task_heads[model.task_names.index(task)],
+                                       kept[-1], masks[-1])
 
     heads_full = [s.channels for s in model.head_specs.values()]
     grouping_weights = {id(w) for g in model.groupings for w in g.weights}
@@ -251,9 +206,9 @@ def compact_network(model: SFGNetwork, task: str) -> CompactExport:
         kept={g.name: k for g, k in zip(model.groupings, kept)},
         kernels_full={g.name: w for g, w in zip(model.groupings, full_widths)},
         flops_full=multiply_adds(model.plan, full_widths, in_channels, rank, heads_full,
-                                 first_conv.kernel_size),
+                                 first.kernel_size),
         flops_compact=multiply_adds(model.plan, [len(k) for k in kept], in_channels,
-                                    rank, [spec.channels], first_conv.kernel_size),
+                                    rank, [spec.channels], first.kernel_size),
         params_full=_trainable_parameters(
             w for w in model.trainable_weights if id(w) not in grouping_weights),
         params_compact=_trainable_parameters(compact.trainable_weights))

@@ -15,14 +15,14 @@ import keras
 from sfg_app.errors import ConfigError
 from sfg_app.layers.blocks import CrossStitch
 from sfg_app.networks.base import MultiTaskNetwork
-from sfg_app.networks.plans import HIGHRES_PLAN
+from sfg_app.networks.stages import HIGHRES_STAGES
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")
 class CrossStitchHighRes3DNet(MultiTaskNetwork):
     """HighRes3DNet columns joined by cross-stitch units (``cross_stitch``)."""
 
-    plan = HIGHRES_PLAN
+    plan = HIGHRES_STAGES
 
     def __init__(self, heads, **kwargs):
         super().__init__(heads, **kwargs)

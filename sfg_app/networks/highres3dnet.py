@@ -17,14 +17,14 @@ import keras
 from sfg_app.errors import ConfigError
 from sfg_app.networks.base import SFGNetwork
 from sfg_app.networks.hard_shared import HardSharedHighRes3DNet
-from sfg_app.networks.plans import HIGHRES_PLAN
+from sfg_app.networks.stages import HIGHRES_STAGES
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")
 class SFGHighRes3DNet(SFGNetwork):
     """HighRes3DNet whose five conv blocks are SFG layers (``sfg_highres3dnet``)."""
 
-    plan = HIGHRES_PLAN
+    plan = HIGHRES_STAGES
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")

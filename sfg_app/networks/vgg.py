@@ -11,12 +11,12 @@ from __future__ import annotations
 import keras
 
 from sfg_app.networks.base import SFGNetwork
-from sfg_app.networks.plans import VGG_PLAN
+from sfg_app.networks.stages import VGG_STAGES
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")
 class SFGVGG(SFGNetwork):
     """VGG-11-like SFG network with image-level heads (``sfg_vgg``)."""
 
-    plan = VGG_PLAN
+    plan = VGG_STAGES
     head_kinds = ("image",)

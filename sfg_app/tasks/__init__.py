@@ -1,4 +1,5 @@
-"""Task types: each owns its keys, head, loss, training metrics, outputs and evaluation.
+"""Task types: each owns its keys, head, loss, training metrics and decoding, and holds
+its outputs (`outputs`) and its evaluation metrics (`scoring`), which other types reuse.
 
 ``keras.ops`` is imported when the first loss or metric is built (`keras_ops`), so the
 config system reads the types' keys without loading Keras, and losses and objective

@@ -25,36 +25,31 @@ A task type is one class, registered by name (`sfg_app.registry.TASKS`, or a plu
 entry point in the group ``sfg_app.task_types``), and it owns everything that differs
 between types, so that adding one is one module and one registry line:
 
-- its `[TASK]` keys beside the common ones (``keys``: schema ``Key`` objects, checked
-  and documented by the config system like every other key), its losses (the first is
-  the default), the targets it takes (``head_kinds``: ``voxel`` needs an image target,
-  ``image`` one value per subject) and whether its target holds labels (``label_target``:
-  nearest-neighbour resampling, integer values);
-- its construction from the validated section (``from_settings``);
+- its `[TASK]` keys beside the common ones (``keys``: ``sfg_app.keys.Key`` objects,
+  checked and documented by the config system like every other key), its losses (the
+  first is the default), the targets it takes (``head_kinds``: ``voxel`` needs an image
+  target, ``image`` one value per subject), whether its target holds labels
+  (``label_target``: nearest-neighbour resampling, integer values) and which of its keys
+  change what its outputs mean (``identity_keys``);
+- its construction from the validated section (``from_settings``), its arguments checked
+  by a `TaskArguments` (`sfg_app.tasks.checks`);
 - its head (``head_kind``, ``head_channels``), loss, training metrics and decoding
   (``keras.ops`` through `sfg_app.tasks.keras_ops`, imported on first use: the config
   system reads the class attributes without loading Keras);
-- its outputs: what inference blends (``inferred_output``, ``blended_output``), the
-  files it writes per subject (``output_kinds``, ``output_volumes``) or the columns of
-  its table (``table_columns``), how they are read back (``prediction_from_row``), and
-  its evaluation metrics (``evaluate``).
+- two collaborators it holds, which another type may reuse: ``outputs``, what inference
+  blends and the files it writes and reads back (`sfg_app.tasks.outputs`), and
+  ``scoring``, its evaluation metrics (`sfg_app.tasks.scoring`).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Sequence
+import functools
 from typing import ClassVar
 
-import numpy as np
-
-from sfg_app import arguments
-from sfg_app.config.schema import Key, key
-from sfg_app.config.types import Bool, Int
-from sfg_app.errors import ConfigError
-from sfg_app.registry import LOSSES
+from sfg_app.keys import Bool, Int, Key, key
+from sfg_app.tasks.checks import TaskArguments
 from sfg_app.tasks.keras_ops import ops
+from sfg_app.tasks.outputs import ClassOutputs, ValueOutputs
 
 HEAD_KINDS = ("voxel", "image")
 
@@ -71,8 +66,8 @@ class Task:
     """Loss, training metrics and decoding of one network output.
 
     Subclasses set the class attributes below and change only what differs:
-    ``head_channels``, ``encode_target``, ``batch_metrics``, ``decode`` and ``evaluate``
-    (and, for class outputs, the output methods that `CategoricalTask` changes).
+    ``head_channels``, ``encode_target``, ``batch_metrics``, ``decode`` and ``scoring``
+    (and ``outputs`` when its files are not one volume, or one row, of values).
     """
 
     type_name: ClassVar[str] = ""
@@ -85,6 +80,9 @@ class Task:
     #: The target holds labels: resampled with nearest neighbour, kept integer; also
     #: the default label map of the balanced sampler.
     label_target: ClassVar[bool] = False
+    #: The type's `[TASK]` keys that change what its head's outputs mean: part of the
+    #: identity of a trained network (restored with other values, it gives wrong outputs).
+    identity_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_settings(cls, name: str, section, *, image_level: bool) -> "Task":
@@ -99,89 +97,27 @@ class Task:
     def __init__(self, name: str, target: str, *, head_kind: str, loss: str | None = None,
                  weight: float = 1.0, mask: str | None = None,
                  optional_target: bool = False, output_interp_order: int = 1):
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError("Invalid value for argument `name` of a task. Expected a "
-                              f"non-empty string. Received name={name!r}.")
+        self.check = TaskArguments(name)
         self.name = name
-        self.target = self._section_name(target, "target")
+        self.target = self.check.section_name(target, "target")
         if head_kind not in self.head_kinds:
-            self._invalid("head_kind", head_kind, f"one of {', '.join(self.head_kinds)} "
-                          f"for a {self.type_name or type(self).__name__} task")
+            self.check.invalid("head_kind", head_kind, f"one of {', '.join(self.head_kinds)} "
+                               f"for a {self.type_name or type(self).__name__} task")
         self.head_kind = head_kind
-        self.mask = None if mask is None else self._section_name(mask, "mask")
+        self.mask = None if mask is None else self.check.section_name(mask, "mask")
         if self.mask is not None and head_kind == "image":
-            self._invalid("mask", mask, "no mask: an image-level task has one value per "
-                          "subject, not per voxel. Remove `mask` from the task")
-        self.weight = self._number(weight, "weight", minimum=0.0)
-        self.optional_target = self._flag(optional_target, "optional_target")
-        if (isinstance(output_interp_order, bool) or not isinstance(output_interp_order, int)
-                or not 0 <= output_interp_order <= 5):
-            self._invalid("output_interp_order", output_interp_order,
-                          "an integer from 0 (nearest neighbour) to 5 (spline order)")
-        self.output_interp_order = output_interp_order
+            self.check.invalid("mask", mask, "no mask: an image-level task has one value "
+                               "per subject, not per voxel. Remove `mask` from the task")
+        self.weight = self.check.number(weight, "weight", minimum=0.0)
+        self.optional_target = self.check.flag(optional_target, "optional_target")
+        self.output_interp_order = self.check.interp_order(output_interp_order,
+                                                           "output_interp_order")
         self.loss_name = self.loss_names[0] if loss is None else loss
-        self.loss_fn = self._loss_function(self.loss_name)
+        self.loss_fn = self.check.loss(self.loss_name, self.loss_names, self.type_name)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, target={self.target!r}, "
                 f"loss={self.loss_name!r}, head={self.head_kind}x{self.head_channels})")
-
-    # ---- argument checks (Keras-style messages naming the task and argument) ----
-
-    def _invalid(self, argument: str, value, expected: str):
-        raise arguments.invalid(argument, value, expected, owner=f"task {self.name!r}")
-
-    def _section_name(self, value, argument: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            self._invalid(argument, value, "the name of an input section")
-        return value
-
-    def _flag(self, value, argument: str) -> bool:
-        if not isinstance(value, bool):
-            self._invalid(argument, value, "true or false")
-        return value
-
-    def _number(self, value, argument: str, minimum: float | None = None,
-                strictly_positive: bool = False) -> float:
-        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-              and math.isfinite(value))
-        if ok and strictly_positive:
-            ok = value > 0
-        if ok and minimum is not None:
-            ok = value >= minimum
-        if not ok:
-            bound = ("a finite number > 0" if strictly_positive else
-                     f"a finite number >= {minimum:g}" if minimum is not None else
-                     "a finite number")
-            self._invalid(argument, value, bound)
-        return float(value)
-
-    def _count(self, value, argument: str, minimum: int) -> int:
-        if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                or value < minimum):
-            self._invalid(argument, value, f"an integer >= {minimum}")
-        return int(value)
-
-    def _per_channel(self, value, argument: str, channels: int,
-                     strictly_positive: bool = False) -> tuple[float, ...]:
-        """One number for every channel, or one number per channel."""
-        if isinstance(value, Sequence) and not isinstance(value, str):
-            if len(value) != channels:
-                self._invalid(argument, value, f"one number, or {channels} numbers (one "
-                              "per output channel)")
-            return tuple(self._number(v, argument, strictly_positive=strictly_positive)
-                         for v in value)
-        return (self._number(value, argument, strictly_positive=strictly_positive),) * channels
-
-    def _loss_function(self, loss: str):
-        if loss in LOSSES.names() and loss not in self.loss_names:
-            self._invalid("loss", loss, f"a loss for a {self.type_name} task: "
-                          f"{', '.join(self.loss_names)}")
-        try:
-            return LOSSES.get(loss)
-        except ConfigError as error:
-            raise ConfigError(f"Invalid value for argument `loss` of task {self.name!r}. "
-                              f"{error}") from None
 
     # ---- what subclasses define ----
 
@@ -205,53 +141,22 @@ class Task:
         raise NotImplementedError
 
     def decode(self, y_pred) -> dict:
-        """The network output in the target's terms, every tensor channels last."""
+        """The network output in the target's terms, every tensor channels last; the
+        key ``outputs.inferred_output`` is what inference blends."""
         raise NotImplementedError
 
-    def evaluate(self, prediction: np.ndarray, truth: np.ndarray, *, mask=None,
-                 spacing=None) -> dict[str, float]:
-        """``{metric: value}`` of one subject's written output against its target, both
-        on the output's grid (``spacing`` in mm; ``mask``: counted where > 0.5)."""
+    @functools.cached_property
+    def outputs(self) -> ValueOutputs:
+        """What inference blends and writes, and how it is read back
+        (`sfg_app.tasks.outputs`): by default one volume (or table row) of values."""
+        return ValueOutputs(self.name, self.output_interp_order)
+
+    @functools.cached_property
+    def scoring(self):
+        """The metrics of a written output against its target: an object with
+        ``score(prediction, truth, *, mask=None, spacing=None) -> {metric: value}``
+        (`sfg_app.tasks.scoring`)."""
         raise NotImplementedError
-
-    # ---- outputs: what inference blends, writes and reads back ----
-
-    @property
-    def inferred_output(self) -> str:
-        """The part of ``decode`` that inference blends over the windows."""
-        return "values"
-
-    def blended_output(self, *, resampled: bool, with_variance: bool) -> str:
-        """What the blended volume holds (``values``, ``probabilities`` or ``labels``:
-        see `sfg_app.data.aggregators`); ``resampled``: the subject's grid was
-        resampled, so outputs go back through ``output_interp_order``."""
-        return "values"
-
-    def output_kinds(self, with_variance: bool) -> tuple[str, ...]:
-        """The files written per subject of a voxel task, by kind: "" (the output),
-        "var" (variance across sampled architectures, `sample` mode), and what a type
-        adds (segmentation: "prob")."""
-        return ("", "var") if with_variance else ("",)
-
-    def output_volumes(self, blended: np.ndarray, output: str, undo) -> dict:
-        """``{kind: (volume, dtype)}`` to write from the blended volume (``output`` says
-        what it holds); ``undo(volume, order)`` takes a volume back to the input's grid
-        (``order`` None: ``output_interp_order``). dtype None keeps the volume's."""
-        return {"": (undo(blended, None), np.float32)}
-
-    def variance_volume(self, variance: np.ndarray) -> np.ndarray:
-        """The "var" output, one volume per output channel, from the blended variance
-        of ``inferred_output``."""
-        return variance
-
-    def table_columns(self, values: np.ndarray) -> tuple[list[str], list[float]]:
-        """An image-level output's columns in ``<task>.csv``: names and values."""
-        return [f"{self.name}_{i}" for i in range(len(values))], list(values)
-
-    def prediction_from_row(self, row: dict) -> np.ndarray:
-        """The prediction written in a row of ``<task>.csv`` (``table_columns``)."""
-        return np.array([float(value) for column, value in row.items()
-                         if column.startswith(f"{self.name}_") and not column.endswith("_var")])
 
     # ---- the shared pipeline ----
 
@@ -309,9 +214,9 @@ class Task:
 
 
 class CategoricalTask(Task):
-    """A task whose target is a class label: one-hot targets, softmax outputs; inference
-    blends the probabilities and writes the labels (the argmax), and with
-    ``save_probabilities`` the probabilities too."""
+    """A task whose target is a class label: one-hot targets, softmax outputs; its
+    outputs are `ClassOutputs` (the labels, and with ``save_probabilities`` the
+    probabilities too)."""
 
     keys = (
         key("num_classes", Int(2), None, "Number of classes, background included.",
@@ -322,12 +227,16 @@ class CategoricalTask(Task):
     def __init__(self, name: str, target: str, *, num_classes: int,
                  save_probabilities: bool = False, **options):
         super().__init__(name, target, **options)
-        self.num_classes = self._count(num_classes, "num_classes", minimum=2)
-        self.save_probabilities = self._flag(save_probabilities, "save_probabilities")
+        self.num_classes = self.check.count(num_classes, "num_classes", minimum=2)
+        self.save_probabilities = self.check.flag(save_probabilities, "save_probabilities")
 
     @property
     def head_channels(self) -> int:
         return self.num_classes
+
+    @functools.cached_property
+    def outputs(self) -> ClassOutputs:
+        return ClassOutputs(self.name, self.output_interp_order, self.save_probabilities)
 
     def encode_target(self, y_true):
         """One-hot by comparison with every class index: a label outside
@@ -350,41 +259,3 @@ class CategoricalTask(Task):
         labels = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
         return {"probabilities": ops.softmax(y_pred, axis=-1),
                 "labels": ops.expand_dims(labels, -1)}
-
-
-    @property
-    def inferred_output(self) -> str:
-        return "probabilities"
-
-    def blended_output(self, *, resampled: bool, with_variance: bool) -> str:
-        """Labels straight into one integer volume, unless the probabilities are needed:
-        to be written, for the variance, or to resample back before the argmax."""
-        needed = (self.save_probabilities or with_variance
-                  or (resampled and self.output_interp_order > 0))
-        return "probabilities" if needed else "labels"
-
-    def output_kinds(self, with_variance: bool) -> tuple[str, ...]:
-        kinds = super().output_kinds(with_variance)
-        return kinds[:1] + ("prob",) + kinds[1:] if self.save_probabilities else kinds
-
-    def output_volumes(self, blended: np.ndarray, output: str, undo) -> dict:
-        """The labels (int32), and the probabilities resampled back (float32)."""
-        if output == "labels":
-            return {"": (undo(blended, 0), None)}
-        probabilities = undo(blended, None)
-        volumes = {"": (probabilities.argmax(axis=-1)[..., None].astype(np.int32), None)}
-        if self.save_probabilities:
-            volumes["prob"] = (probabilities, np.float32)
-        return volumes
-
-    def variance_volume(self, variance: np.ndarray) -> np.ndarray:
-        """The probabilities' variance summed over the classes."""
-        return variance.sum(axis=-1, keepdims=True)
-
-    def table_columns(self, values: np.ndarray) -> tuple[list[str], list[float]]:
-        """The probabilities, then ``label``, their argmax."""
-        names, values = super().table_columns(values)
-        return names + ["label"], values + [int(np.argmax(values))]
-
-    def prediction_from_row(self, row: dict) -> np.ndarray:
-        return np.array([float(row["label"])])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sfg_app.evaluation.metrics import classification_metrics
 from sfg_app.tasks.base import CategoricalTask
 from sfg_app.tasks.keras_ops import ops
 from sfg_app.tasks.losses import weighted_mean
+from sfg_app.tasks.scoring import ClassificationScoring
 
 
 class ClassificationTask(CategoricalTask):
@@ -16,6 +16,7 @@ class ClassificationTask(CategoricalTask):
     type_name = "classification"
     loss_names = ("ce",)
     head_kinds = ("image",)
+    scoring = ClassificationScoring()
 
     def __init__(self, name: str, target: str, *, num_classes: int, head_kind: str = "image",
                  **options):
@@ -26,6 +27,3 @@ class ClassificationTask(CategoricalTask):
         """``accuracy`` over the available examples (0 when none is available)."""
         correct = ops.sum(target * self.predicted_one_hot(y_pred), axis=-1)
         return {"accuracy": weighted_mean(correct, weights)}
-
-    def evaluate(self, prediction, truth, *, mask=None, spacing=None) -> dict[str, float]:
-        return classification_metrics(prediction, truth)

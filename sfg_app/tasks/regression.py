@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from sfg_app.config.schema import key
-from sfg_app.config.types import Float, Int
-from sfg_app.evaluation.metrics import regression_metrics
+from sfg_app.keys import Float, Int, key
 from sfg_app.tasks.base import OUTPUT_INTERP_ORDER, Task
 from sfg_app.tasks.keras_ops import ops
 from sfg_app.tasks.losses import weighted_mean
+from sfg_app.tasks.scoring import RegressionScoring
 
 _POSITIVE = Float(0, low_open=True)
 
@@ -37,16 +34,20 @@ class RegressionTask(Task):
         key("target_scale", _POSITIVE, 1.0, "See target_shift."),
         OUTPUT_INTERP_ORDER,
     )
+    identity_keys = ("target_shift", "target_scale")
+    scoring = RegressionScoring()
 
     def __init__(self, name: str, target: str, *, out_channels: int = 1,
                  head_kind: str = "voxel", target_shift=0.0, target_scale=1.0,
                  huber_delta: float = 1.0, **options):
         super().__init__(name, target, head_kind=head_kind, **options)
-        self.out_channels = self._count(out_channels, "out_channels", minimum=1)
-        self.target_shift = self._per_channel(target_shift, "target_shift", self.out_channels)
-        self.target_scale = self._per_channel(target_scale, "target_scale", self.out_channels,
-                                              strictly_positive=True)
-        self.huber_delta = self._number(huber_delta, "huber_delta", strictly_positive=True)
+        self.out_channels = self.check.count(out_channels, "out_channels", minimum=1)
+        self.target_shift = self.check.per_channel(target_shift, "target_shift",
+                                                   self.out_channels)
+        self.target_scale = self.check.per_channel(target_scale, "target_scale",
+                                                   self.out_channels, strictly_positive=True)
+        self.huber_delta = self.check.number(huber_delta, "huber_delta",
+                                             strictly_positive=True)
 
     @property
     def head_channels(self) -> int:
@@ -80,6 +81,3 @@ class RegressionTask(Task):
         """``values``: the output in the target's units, ``y * scale + shift``."""
         shift, scale = self._shift_scale()
         return {"values": self._output(y_pred) * scale + shift}
-
-    def evaluate(self, prediction, truth, *, mask=None, spacing=None) -> dict[str, float]:
-        return regression_metrics(np.asarray(prediction), np.asarray(truth), mask=mask)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
+import functools
 
-from sfg_app.evaluation.metrics import segmentation_metrics
 from sfg_app.tasks.base import OUTPUT_INTERP_ORDER, CategoricalTask
 from sfg_app.tasks.keras_ops import ops
+from sfg_app.tasks.scoring import SegmentationScoring
 
 
 class SegmentationTask(CategoricalTask):
@@ -43,6 +43,6 @@ class SegmentationTask(CategoricalTask):
         mean = ops.sum(scores) / ops.maximum(count, 1.0)
         return {"dice": ops.where(ops.greater(count, 0.0), mean, 1.0)}
 
-    def evaluate(self, prediction, truth, *, mask=None, spacing=None) -> dict[str, float]:
-        return segmentation_metrics(np.asarray(prediction), np.asarray(truth), mask=mask,
-                                    spacing=spacing, num_classes=self.num_classes)
+    @functools.cached_property
+    def scoring(self) -> SegmentationScoring:
+        return SegmentationScoring(self.num_classes)

@@ -1,9 +1,10 @@
 """How the task losses add up to one objective: fixed weights, or learned uncertainty.
 
-The application builds ``sum_t w_t L_t`` with ``fixed_weighting`` (``[MULTITASK]
-weighting = fixed``, the weights from each task's ``weight``), or puts an
-``UncertaintyWeighting`` layer in the model (``weighting = uncertainty``) so its weights
-are trained, saved and restored with the network's.
+The application builds ``sum_t w_t L_t`` with a ``FixedWeighting`` layer (``[MULTITASK]
+weighting = fixed``, the weights from each task's ``weight``), or an
+``UncertaintyWeighting`` layer (``weighting = uncertainty``) whose weights are trained,
+saved and restored with the network's. Both are called alike: ``layer(losses)`` is the
+total, ``layer.terms(losses)`` each task's part of it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,30 @@ def fixed_weighting(losses: Mapping, weights: Mapping[str, float]):
     names = list(weights)
     coefficients = ops.convert_to_tensor([float(weights[n]) for n in names], dtype="float32")
     return ops.sum(coefficients * _ordered_losses(losses, names))
+
+
+@keras.saving.register_keras_serializable(package="sfg_app")
+class FixedWeighting(keras.layers.Layer):
+    """``sum_t w_t L_t`` with the fixed `[TASK] weight`s: a layer with no weights, so that
+    both weightings are called alike. float32 whatever the dtype policy: a layer casts
+    its inputs to its compute dtype, and float16 losses would round (bfloat16) or
+    overflow (a loss above 65504 in float16)."""
+
+    def __init__(self, weights: dict, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.task_weights = {name: float(w) for name, w in weights.items()}
+
+    def call(self, losses):
+        return fixed_weighting(losses, self.task_weights)
+
+    def terms(self, losses) -> dict:
+        """``{task: w_t L_t}``: the total's part that each task owns."""
+        return {name: weight * ops.cast(losses[name], "float32")
+                for name, weight in self.task_weights.items()}
+
+    def get_config(self):
+        return dict(super().get_config(), weights=self.task_weights)
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")

@@ -22,30 +22,20 @@ from sfg_app.cli import evaluate as cli_evaluate
 from sfg_app.cli import infer as cli_infer
 from sfg_app.cli import train as cli_train
 from sfg_app.config import settings_from_dict
+from sfg_app.demo.configs import TINY_SHAPE, phantom_sections, with_changes
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.handlers import Handler, current_learning_rate
-from sfg_app.engine.inference import InferenceDriver, InferencePlan
-from sfg_app.engine.state import TrainingPlan
+from sfg_app.engine.inference import InferenceDriver, InferenceOptions
+from sfg_app.engine.state import TrainingOptions
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import TrainingError
-from tiny_run import SHAPE, tiny_sections
 
 INFERRED = "pelvis_000"  # the inference subject of the split (seed 1, 3 subjects)
 
 
-def base_sections(model_dir: str) -> dict:
-    return tiny_sections(model_dir)
-
-
 def configure(folder, sections: dict, **changes):
     """Settings of `sections` with `changes` ({section: {key: value}}; None drops a section)."""
-    sections = {name: dict(keys) for name, keys in sections.items()}
-    for name, keys in changes.items():
-        if keys is None:
-            sections.pop(name)
-        else:
-            sections.setdefault(name, {}).update(keys)
-    return settings_from_dict(sections, base_dir=folder)
+    return settings_from_dict(with_changes(sections, changes), base_dir=folder)
 
 
 def one_task(**changes) -> dict:
@@ -60,7 +50,7 @@ def load(path):
 
 def load_model(settings):
     return InferenceDriver(commands.make_application(settings),
-                           InferencePlan.from_settings(settings)).load_model()
+                           InferenceOptions.from_settings(settings)).load_model()
 
 
 def window_threads() -> list[str]:
@@ -97,13 +87,13 @@ class Interrupt(Handler):
 
 def run(settings, *handlers):
     return TrainingDriver(commands.make_application(settings),
-                          TrainingPlan.from_settings(settings), extra_handlers=handlers).run()
+                          TrainingOptions.from_settings(settings), extra_handlers=handlers).run()
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matrix")
-    write_dataset(folder / "data", subjects=3, seed=1, shape=SHAPE)
+    write_dataset(folder / "data", subjects=3, seed=1, shape=TINY_SHAPE)
     return folder
 
 
@@ -119,9 +109,9 @@ def sfg_run(project, tmp_path_factory):
     before = snapshot(project)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
-        commands.train(configure(project, base_sections("run_sfg"),
+        commands.train(configure(project, phantom_sections("run_sfg"),
                                  TRAINING={"max_iter": 2}))
-    return {"sections": base_sections("run_sfg"), "model_dir": model_dir, "cwd": cwd,
+    return {"sections": phantom_sections("run_sfg"), "model_dir": model_dir, "cwd": cwd,
             "before": before}
 
 
@@ -226,7 +216,7 @@ def test_simpleitk_input_gives_outputs_in_its_geometry(project, sfg_run, tmp_pat
 # -- networks and [SFG] / [MULTITASK] options -------------------------------------------
 
 def test_hard_shared_resumes_with_the_configured_lr_and_schedule(project):
-    sections = base_sections("run_hard")
+    sections = phantom_sections("run_hard")
     sections["NETWORK"]["name"] = "hard_shared"
     run(configure(project, sections, TRAINING={"lr": 1e-3}))
     # Another lr, and a schedule with warm-up where the checkpoint had a constant rate.
@@ -249,7 +239,7 @@ def test_hard_shared_resumes_with_the_configured_lr_and_schedule(project):
 ], ids=["cross_stitch", "reference_example_fixed_separate_batchnorm"])
 def test_network_trains_and_infers(project, changes, tmp_path):
     name = "_".join(str(v) for keys in changes.values() for v in keys.values())
-    sections = base_sections(f"run_{name}")
+    sections = phantom_sections(f"run_{name}")
     run(configure(project, sections, **changes))
     architecture = "sample" if "SFG" in changes else "map"  # per-example masks at inference
     settings = configure(project, sections, INFERENCE={
@@ -271,14 +261,14 @@ def test_network_trains_and_infers(project, changes, tmp_path):
     (100, 300, 200), (0, 300, None), (500, 300, 0)])
 def test_finetune_iter_fixes_the_architecture_of_the_last_iterations(project, finetune,
                                                                      max_iter, fixed_from):
-    settings = configure(project, base_sections("run_finetune"),
+    settings = configure(project, phantom_sections("run_finetune"),
                          SFG={"finetune_iter": finetune}, TRAINING={"max_iter": max_iter})
     model = commands.make_application(settings).build_network()
     assert model.grouping.fixed_from == fixed_from
 
 
 def test_uncertainty_weighting_with_dense_groups_and_decay_resumes(project):
-    sections = base_sections("run_uncertainty")
+    sections = phantom_sections("run_uncertainty")
     changes = {"MULTITASK": {"weighting": "uncertainty"}, "SFG": {"connectivity": "dense"},
                "NETWORK": {"decay": 1e-4}}
     first = run(configure(project, sections, **changes))
@@ -305,7 +295,7 @@ def test_uncertainty_weighting_with_dense_groups_and_decay_resumes(project):
                  "TASK synth_ct": {"target_scale": 30, "loss": "l2"}}),
 ])
 def test_mixed_precision_trains_with_float32_logits(project, precision, changes):
-    state = run(configure(project, base_sections(f"run_{precision}"),
+    state = run(configure(project, phantom_sections(f"run_{precision}"),
                           SYSTEM={"mixed_precision": precision}, **changes))
     assert state.iteration == 1
     logs = state.logs  # the objective adds the task losses in float32, not rounded
@@ -326,7 +316,7 @@ def test_optional_target_missing_for_some_subjects(project):
     (project / "ct_some").mkdir()
     os.link(project / "data" / "pelvis_001_ct.nii.gz",
             project / "ct_some" / "pelvis_001_ct.nii.gz")
-    sections = base_sections("run_optional")
+    sections = phantom_sections("run_optional")
     settings = configure(project, sections, CT={"path_to_search": "ct_some"},
                          TRAINING={"max_iter": 3}, **{"TASK synth_ct": {"optional_target": True}})
     steps = Recorder()
@@ -342,7 +332,7 @@ def test_optional_target_missing_for_some_subjects(project):
 
 
 def test_disk_cache_with_two_threads_is_reused_and_threads_end(project):
-    sections = base_sections("run_cache")
+    sections = phantom_sections("run_cache")
     changes = one_task(SYSTEM={"num_threads": 2},
                        NETWORK={"name": "highres3dnet", "cache": "disk"})
     run(configure(project, sections, **changes))
@@ -405,7 +395,7 @@ def slices(tmp_path_factory):
 
 
 def slice_sections(model_dir: str) -> dict:
-    sections = base_sections(model_dir)
+    sections = phantom_sections(model_dir)
     for name in ("MR", "CT", "LABEL"):
         sections[name]["path_to_search"] = "."
     sections["MR"]["spatial_window_size"] = (24, 24, 1)

@@ -17,89 +17,27 @@ import pytest
 
 from sfg_app import commands
 from sfg_app.config import load_settings
+from sfg_app.demo.configs import ini_text, phantom_sections, with_changes
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.checkpoints import CheckpointStore
 from sfg_app.errors import TrainingError
 
-CONFIG = """
-[SYSTEM]
-model_dir = run
-seed = 5
-num_threads = 1
-
-[MR]
-path_to_search = data
-filename_contains = _mr
-spatial_window_size = (16, 16, 16)
-axcodes = (R, A, S)
-pixdim = (18, 18, 14)
-normalisation = zscore
-foreground_type = otsu
-
-[CT]
-path_to_search = data
-filename_contains = _ct
-
-[LABEL]
-path_to_search = data
-filename_contains = _seg
-
-[BODY]
-path_to_search = data
-filename_contains = _body
-
-[NETWORK]
-name = sfg_highres3dnet
-batch_size = 1
-layer_scale = 0.25
-window_sampling = balanced
-
-[SFG]
-anneal_rate = 0.01
-tau_min = 0.1
-
-[MULTITASK]
-image = MR
-tasks = organs, synth_ct
-
-[TASK organs]
-type = segmentation
-target = LABEL
-num_classes = 6
-
-[TASK synth_ct]
-type = regression
-target = CT
-mask = BODY
-target_scale = 1000
-
-[TRAINING]
-lr = 0.003
-max_iter = 6
-save_every_n = 2
-validation_every_n = 3
-exclude_fraction_for_validation = 0.25
-exclude_fraction_for_inference = 0.25
-random_flipping_axes = (0,)
-
-[INFERENCE]
-border = (2, 2, 2)
-blending = gaussian
-"""
-
-THIRD_TASK = """
-[TASK body]
-type = segmentation
-target = BODY
-num_classes = 2
-"""
+SECTIONS = phantom_sections(body_mask=True, changes={
+    "SYSTEM": {"seed": 5, "num_threads": 1},
+    "MR": {"axcodes": ("R", "A", "S"), "pixdim": (18, 18, 14), "foreground_type": "otsu"},
+    "NETWORK": {"window_sampling": "balanced"},
+    "SFG": {"anneal_rate": 0.01, "tau_min": 0.1},
+    "TRAINING": {"lr": 0.003, "max_iter": 6, "save_every_n": 2, "validation_every_n": 3,
+                 "exclude_fraction_for_validation": 0.25,
+                 "exclude_fraction_for_inference": 0.25, "random_flipping_axes": (0,)},
+    "INFERENCE": {"blending": "gaussian"}})
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e")
     write_dataset(folder / "data", subjects=4, seed=3, shape=(28, 22, 18))
-    (folder / "demo.ini").write_text(CONFIG)
+    (folder / "demo.ini").write_text(ini_text(SECTIONS))
     return folder
 
 
@@ -123,10 +61,10 @@ def test_train_kill_resume_infer_evaluate(project):
 
     settings = load_settings(config, overrides=[f"TRAINING.max_iter={killed_at + 4}"])
     application = commands.make_application(settings)
-    from sfg_app.engine.state import TrainingPlan
+    from sfg_app.engine.state import TrainingOptions
     from sfg_app.engine.training import TrainingDriver
 
-    state = TrainingDriver(application, TrainingPlan.from_settings(settings)).run()
+    state = TrainingDriver(application, TrainingOptions.from_settings(settings)).run()
     assert state.first_iteration == killed_at
     assert state.iteration == killed_at + 4
     # tau follows the optimiser's step counter across the resume.
@@ -170,9 +108,10 @@ def test_train_kill_resume_infer_evaluate(project):
 
 
 def test_a_third_task_grows_a_group(project, tmp_path):
-    (project / "three.ini").write_text(
-        CONFIG.replace("tasks = organs, synth_ct", "tasks = organs, synth_ct, body")
-        .replace("model_dir = run", "model_dir = run_three") + THIRD_TASK)
+    (project / "three.ini").write_text(ini_text(with_changes(SECTIONS, {
+        "SYSTEM": {"model_dir": "run_three"},
+        "MULTITASK": {"tasks": "organs, synth_ct, body"},
+        "TASK body": {"type": "segmentation", "target": "BODY", "num_classes": 2}})))
     settings = load_settings(str(project / "three.ini"),
                              overrides=["TRAINING.max_iter=2", "TRAINING.validation_every_n=0"])
     commands.train(settings)
@@ -187,7 +126,8 @@ def test_a_third_task_grows_a_group(project, tmp_path):
 
 
 def test_a_diverging_run_stops_and_its_last_checkpoint_loads(project):
-    (project / "nan.ini").write_text(CONFIG.replace("model_dir = run", "model_dir = run_nan"))
+    (project / "nan.ini").write_text(ini_text(with_changes(
+        SECTIONS, {"SYSTEM": {"model_dir": "run_nan"}})))
     config = str(project / "nan.ini")
     commands.train(load_settings(config, overrides=["TRAINING.max_iter=2",
                                                     "TRAINING.validation_every_n=0"]))
@@ -196,10 +136,10 @@ def test_a_diverging_run_stops_and_its_last_checkpoint_loads(project):
         "TRAINING.validation_every_n=0", "TRAINING.save_every_n=1000"])
     with pytest.raises(TrainingError, match=r"last checkpoint, of iteration 2.*lower \[TRAINING\] lr"):
         commands.train(diverging)
-    from sfg_app.engine.inference import InferenceDriver, InferencePlan
+    from sfg_app.engine.inference import InferenceDriver, InferenceOptions
 
     driver = InferenceDriver(commands.make_application(diverging),
-                             InferencePlan.from_settings(diverging))
+                             InferenceOptions.from_settings(diverging))
     model = driver.load_model()
     assert driver.iteration == 2
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())

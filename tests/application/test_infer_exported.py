@@ -14,27 +14,27 @@ from sfg_app import commands
 from sfg_app.cli import export as cli_export
 from sfg_app.cli import infer as cli_infer
 from sfg_app.config import settings_from_dict
+from sfg_app.demo.configs import phantom_sections
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.networks.compact import CompactNetwork
 from sfg_app.networks.heads import HeadSpec
-from tiny_run import tiny_sections
 
 SUBJECT = "pelvis_000"
 
 
 def sections(model_dir: str) -> dict:
-    values = tiny_sections(model_dir)
-    values["SYSTEM"]["seed"] = 2
-    # 2D windows keep training and inference fast; every slice is a window's.
-    values["MR"]["spatial_window_size"] = (16, 16, 1)
-    values["NETWORK"]["batch_size"] = 4
-    values["TASK organs"]["save_probabilities"] = True
-    values["TRAINING"] = {"max_iter": 2, "save_every_n": 100, "validation_every_n": 0}
-    values["INFERENCE"] = {"border": (2, 2, 0), "blending": "gaussian"}
-    # Uniform probabilities: the map architecture deals the kernels over the groups,
-    # so the export drops the other task's specialists.
-    values["SFG"] = {"init": "uniform"}
-    return values
+    return phantom_sections(model_dir, {
+        "SYSTEM": {"seed": 2},
+        # 2D windows keep training and inference fast; every slice is a window's.
+        "MR": {"spatial_window_size": (16, 16, 1)},
+        "NETWORK": {"batch_size": 4},
+        "TASK organs": {"save_probabilities": True},
+        "TRAINING": {"max_iter": 2, "validation_every_n": 0,
+                     "exclude_fraction_for_inference": None},
+        "INFERENCE": {"border": (2, 2, 0), "blending": "gaussian"},
+        # Uniform probabilities: the map architecture deals the kernels over the groups,
+        # so the export drops the other task's specialists.
+        "SFG": {"init": "uniform"}})
 
 
 @pytest.fixture(scope="module")

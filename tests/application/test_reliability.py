@@ -18,54 +18,24 @@ import pytest
 
 from sfg_app.cli import evaluate, infer, train
 from sfg_app.cli.common import build_parser, run_command
+from sfg_app.demo.configs import ini_text, phantom_sections
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.errors import TrainingStopped
 
-CONFIG = """
-[SYSTEM]
-model_dir = run
-seed = 2
-num_threads = 1
 
-[MR]
-path_to_search = data
-filename_contains = _mr
-spatial_window_size = (16, 16, 1)
-normalisation = zscore
+def sections(model_dir="run", data="data", mr=None) -> dict:
+    """The project's config: a dense network trained for two iterations on 2D windows;
+    `mr` changes [MR]."""
+    return phantom_sections(model_dir, data=data, changes={
+        "SYSTEM": {"seed": 2, "num_threads": 1},
+        "MR": dict({"spatial_window_size": (16, 16, 1)}, **(mr or {})),
+        "NETWORK": {"name": "hard_shared", "batch_size": 2},
+        "TRAINING": {"max_iter": 2, "save_every_n": 2, "validation_every_n": 0,
+                     "exclude_fraction_for_inference": 0.34},
+        "INFERENCE": None})
 
-[CT]
-path_to_search = data
-filename_contains = _ct
 
-[LABEL]
-path_to_search = data
-filename_contains = _seg
-
-[NETWORK]
-name = hard_shared
-batch_size = 2
-layer_scale = 0.25
-
-[MULTITASK]
-image = MR
-tasks = organs, synth_ct
-
-[TASK organs]
-type = segmentation
-target = LABEL
-num_classes = 6
-
-[TASK synth_ct]
-type = regression
-target = CT
-target_scale = 1000
-
-[TRAINING]
-max_iter = 2
-save_every_n = 2
-validation_every_n = 0
-exclude_fraction_for_inference = 0.34
-"""
+CONFIG = ini_text(sections())
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +159,8 @@ def test_a_subject_id_that_cannot_name_an_output_is_refused(at, capsys, tmp_path
 def test_a_subject_id_from_a_csv_file_that_escapes_is_refused(at, capsys, tmp_path):
     table = tmp_path / "mr.csv"
     table.write_text(f"subject_id,path\n../../etc,{at / 'data' / 'pelvis_000_mr.nii.gz'}\n")
-    (tmp_path / "csv.ini").write_text(CONFIG.replace(
-        "path_to_search = data\nfilename_contains = _mr", f"csv_file = {table}").replace(
-        "model_dir = run", f"model_dir = {at / 'run'}").replace("= data", f"= {at / 'data'}"))
+    (tmp_path / "csv.ini").write_text(ini_text(sections(at / "run", at / "data", mr={
+        "path_to_search": None, "filename_contains": None, "csv_file": table})))
     before = _snapshot(at)
     assert infer.main(["-c", str(tmp_path / "csv.ini"), "--output", str(tmp_path / "out")]) == 2
     message = _error_line(capsys)

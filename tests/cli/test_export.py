@@ -11,23 +11,23 @@ from keras import ops
 from sfg_app import commands
 from sfg_app.cli import export as cli_export
 from sfg_app.config import save_settings, settings_from_dict
+from sfg_app.demo.configs import TINY_SHAPE, phantom_sections
 from sfg_app.demo.phantoms import write_dataset
-from sfg_app.engine.inference import InferenceDriver, InferencePlan
+from sfg_app.engine.inference import InferenceDriver, InferenceOptions
 import sfg_app.networks.compact  # noqa: F401  registers CompactNetwork for load_model
-from tiny_run import SHAPE, tiny_sections
-
 
 
 def sections(model_dir: str, network: str = "sfg_highres3dnet") -> dict:
     # Uniform probabilities: the map architecture deals the kernels over the groups
     # (the default init puts most in the shared group, where nothing is dropped).
-    return dict(tiny_sections(model_dir, network), SFG={"init": "uniform"})
+    return phantom_sections(model_dir, {"NETWORK": {"name": network},
+                                        "SFG": {"init": "uniform"}})
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
-    write_dataset(folder / "data", subjects=3, seed=1, shape=SHAPE)
+    write_dataset(folder / "data", subjects=3, seed=1, shape=TINY_SHAPE)
     settings = settings_from_dict(sections("run"), base_dir=folder)
     commands.train(settings)
     config = folder / "run" / "settings.yaml"
@@ -43,7 +43,7 @@ def test_export_writes_a_compact_network_with_the_map_output(trained, tmp_path, 
     assert sorted(os.listdir(out)) == ["synth_ct.keras", "synth_ct_savedmodel"]
 
     model = InferenceDriver(commands.make_application(trained["settings"]),
-                            InferencePlan.from_settings(trained["settings"])).load_model()
+                            InferenceOptions.from_settings(trained["settings"])).load_model()
     model.set_architecture("map")
     x = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 1)).astype(np.float32)
     full = ops.convert_to_numpy(model(x, training=False)["synth_ct"])

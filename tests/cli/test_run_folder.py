@@ -2,8 +2,10 @@
 network is refused by every command before any work, with the folder left byte for byte
 as it was; a second `sfg_train` on a folder in use exits 2 at once."""
 
+import ast
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,24 +20,21 @@ from sfg_app.cli import groups as cli_groups
 from sfg_app.cli import infer as cli_infer
 from sfg_app.cli import train as cli_train
 from sfg_app.config import save_settings, settings_from_dict
+from sfg_app.demo.configs import TINY_SHAPE, phantom_sections
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.io.run_folder import RunFolder
-from tiny_run import SHAPE, tiny_sections
-
 
 
 def sections(model_dir: str) -> dict:
     """The tiny run, two iterations, with CT windowed so that it can be an input too."""
-    values = tiny_sections(model_dir)
-    values["CT"]["spatial_window_size"] = (16, 16, 16)
-    values["TRAINING"]["max_iter"] = 2
-    return values
+    return phantom_sections(model_dir, {"CT": {"spatial_window_size": (16, 16, 16)},
+                                        "TRAINING": {"max_iter": 2}})
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run_folder")
-    write_dataset(folder / "data", subjects=3, seed=1, shape=SHAPE)
+    write_dataset(folder / "data", subjects=3, seed=1, shape=TINY_SHAPE)
     config = folder / "config.yaml"
     save_settings(settings_from_dict(sections("run"), base_dir=folder), config)
     assert cli_train.main(["--config", str(config)]) == 0
@@ -193,7 +192,7 @@ def test_two_trainings_started_together_one_refused_the_other_as_alone(tmp_path)
     trains as the same run alone does, to the last bit."""
     import numpy as np
 
-    write_dataset(tmp_path / "data", subjects=3, seed=1, shape=SHAPE)
+    write_dataset(tmp_path / "data", subjects=3, seed=1, shape=TINY_SHAPE)
     configs = {}
     for name in ("shared", "alone"):
         config = sections(name)
@@ -271,3 +270,100 @@ def test_check_refuses_a_label_beyond_int32_before_the_cast(trained, tmp_path, c
     assert "pelvis_001_seg.nii.gz' has values up to 4.29497e+09" in error
     assert "beyond any class label" in error
     assert not (tmp_path / "run").exists()
+
+
+# -- the layout: every name under the folder, spelled in run_layout.py only ---------------
+
+REPO = Path(__file__).resolve().parents[2]
+OWNER = REPO / "sfg_app" / "run_layout.py"
+
+
+def layout(run: RunFolder) -> dict:
+    """Every path RunFolder names, by the attribute that names it."""
+    return {
+        "settings": run.settings, "settings_history": run.settings_history,
+        "network": run.network, "lock": run.lock, "split": run.split,
+        "histogram_ref": run.histogram_ref, "cache": run.cache("training"),
+        "checkpoints": run.checkpoints, "tensorboard": run.tensorboard("train"),
+        "command_log": run.command_log("sfg_train"),
+        "grouping_history": run.grouping_history, "grouping": run.grouping,
+        "grouping_yaml": run.grouping_yaml, "grouping_png": run.grouping_png,
+        "grouping_history_png": run.grouping_history_png,
+        "inference": run.inference(), "inference_sample": run.inference("sample"),
+        "evaluation": run.evaluation(), "evaluation_sample": run.evaluation("sample"),
+        "metrics": run.metrics(), "metrics_summary": run.metrics_summary(),
+        "export": run.export, "exported_keras": run.exported_keras("organs"),
+        "exported_savedmodel": run.exported_savedmodel("organs"),
+    }
+
+
+def test_every_name_of_the_layout_is_its_own_and_inside_the_folder(tmp_path):
+    paths = layout(RunFolder(tmp_path / "run"))
+    assert all(path.is_relative_to(tmp_path / "run") and path != tmp_path / "run"
+               for path in paths.values()), paths
+    assert len(set(paths.values())) == len(paths)
+    assert RunFolder(tmp_path).metrics(tmp_path / "elsewhere") == \
+        tmp_path / "elsewhere" / RunFolder.METRICS
+
+
+def test_the_schema_defaults_are_the_run_folders(tmp_path):
+    settings = settings_from_dict(sections("run"), base_dir=tmp_path)
+    run = RunFolder(settings.system.model_dir)
+    assert Path(settings.system.dataset_split_file) == run.split
+    assert Path(settings.network.histogram_ref_file) == run.histogram_ref
+    assert Path(settings.inference.save_seg_dir) == run.inference()
+    assert Path(settings.evaluation.save_csv_dir) == run.evaluation()
+
+
+def _string_constants(path: Path):
+    """(line, text, used as a path component) of every string constant of ``path``,
+    docstrings and f-string parts included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            part = parents[node] if isinstance(parents.get(node), ast.JoinedStr) else node
+            user = parents.get(part)
+            as_path = (isinstance(user, ast.BinOp) and isinstance(user.op, ast.Div)) or (
+                isinstance(user, ast.Call) and part in user.args
+                and getattr(user.func, "attr", getattr(user.func, "id", None))
+                in ("join", "Path", "UnderModelDir"))
+            yield node.lineno, node.value, as_path
+
+
+def run_level_spellings(roots) -> list[str]:
+    """Where a file of the run folder is named, or one of its folders used as a path
+    component, outside run_layout.py."""
+    files = [RunFolder.SETTINGS, RunFolder.NETWORK, RunFolder.LOCK, RunFolder.SPLIT,
+             RunFolder.HISTOGRAM_REF,
+             RunFolder.GROUPING_HISTORY, RunFolder.GROUPING_YAML, RunFolder.GROUPING_PNG,
+             RunFolder.GROUPING_HISTORY_PNG, RunFolder.METRICS, RunFolder.METRICS_SUMMARY]
+    named = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, files))
+                       + r"|sfg_[a-z]+\.log)(?!\w)")
+    folders = (RunFolder.SETTINGS_HISTORY, RunFolder.CACHE, RunFolder.CHECKPOINTS,
+               RunFolder.TENSORBOARD,
+               RunFolder.GROUPING, RunFolder.INFERENCE, RunFolder.EVALUATION, RunFolder.EXPORT)
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if path == OWNER:
+                continue
+            for line, text, as_path in _string_constants(path):
+                folder = text.rstrip("_") in folders or text == RunFolder.LOG_SUFFIX
+                if named.search(text) or (as_path and folder):
+                    found.append(f"{path.relative_to(root.parent)}:{line}: {text[:60]!r}")
+    return found
+
+
+def test_run_level_names_are_spelled_in_run_layout_only():
+    found = run_level_spellings([REPO / "sfg_app", REPO / "scripts"])
+    assert not found, "run-level names outside RunFolder:\n" + "\n".join(found)
+
+
+def test_the_spelling_check_finds_a_literal(tmp_path):
+    (tmp_path / "a.py").write_text(
+        'import os\n"""Reads metrics.csv."""\nos.path.join(d, "checkpoints")\n'
+        'f"{d}/x" / "grouping"\nos.path.join(d, f"{prog}.log")\n'
+        'x = "inference"  # a phase, not a path\n')
+    found = run_level_spellings([tmp_path])
+    assert [f.split(":")[1] for f in found] == ["2", "3", "4", "5"], found

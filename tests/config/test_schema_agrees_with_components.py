@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from sfg_app.application.data import DataPlan
-from sfg_app.application.multitask import iterations
+from sfg_app.application.data import RunData
+from sfg_app.application.network import iterations
 from sfg_app.application.tasks import build_tasks
 from sfg_app.config import ConfigError
 from sfg_app.layers.grouping import GroupingConfig
@@ -79,10 +79,10 @@ SECTION_CANDIDATES = [
 ]
 
 
-def _data_plan(settings) -> DataPlan:
-    """The application's data plan: it builds the preprocessing and the augmentation
+def _run_data(settings) -> RunData:
+    """The application's data of a run: it builds the preprocessing and the augmentation
     from the settings (no file is read)."""
-    return DataPlan(settings, build_tasks(settings))
+    return RunData(settings, build_tasks(settings))
 
 
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in SECTION_CANDIDATES
@@ -99,7 +99,8 @@ def test_a_section_value_the_config_accepts_builds_the_preprocessing(load, confi
         message = str(error)
         assert re.match(r"(--set |.*c\.ini, line \d+: )", message), message
         return
-    _data_plan(settings).preprocessor  # raises if preprocessing refuses what the config accepted
+    # Raises if preprocessing refuses what the config accepted.
+    _run_data(settings).preprocessing.preprocessor
 
 
 #: Candidate values of the [TRAINING] keys of the augmentation.
@@ -132,7 +133,7 @@ def test_an_augmentation_value_the_config_accepts_builds_the_augmentation(load, 
     except ConfigError as error:
         assert re.match(r"--set TRAINING\.", str(error)), str(error)
         return
-    _data_plan(settings).augmenter()  # raises if it refuses what the config accepted
+    _run_data(settings).windows.augmenter()  # raises if it refuses what the config accepted
 
 
 def test_a_histogram_cutoff_inside_the_landmarks_is_refused_at_load_time(load, config):

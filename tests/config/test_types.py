@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from sfg_app.config.types import (
+from sfg_app.keys import (
     Axcodes, Bool, Choice, FlipAxes, Float, Int, Invalid, Name, Path, Range, Tuple, Union,
     list_of)
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from sfg_app.data.cache import VolumeCache
 from sfg_app.data.tf_adapter import TrainingWindows, validation_windows, window_signature
-from test_windows import CountingSource, make_source, make_subjects
+from window_helpers import CountingSource, make_source, make_subjects
 
 
 def _batches(dataset, count):

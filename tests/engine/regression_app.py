@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from sfg_app.application.base import Application
-from sfg_app.engine.state import TrainingPlan
+from sfg_app.engine.state import TrainingOptions
 
 
 class RegressionApplication(Application):
@@ -61,4 +61,4 @@ def plan(tmp_path, **overrides):
     values = dict(model_dir=str(tmp_path / "run") if tmp_path else None, max_iter=30, batch_size=2,
                   save_every_n=10, max_checkpoints=5, tensorboard_every_n=5, seed=3)
     values.update(overrides)
-    return TrainingPlan(**values)
+    return TrainingOptions(**values)

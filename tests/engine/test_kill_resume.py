@@ -22,83 +22,29 @@ import pytest
 
 from sfg_app import commands
 from sfg_app.config import load_settings
+from sfg_app.demo.configs import ini_text, phantom_sections
 from sfg_app.demo.phantoms import write_dataset
 from sfg_app.engine.checkpoints import CheckpointStore, unreadable
-from sfg_app.engine.inference import InferenceDriver, InferencePlan
+from sfg_app.engine.inference import InferenceDriver, InferenceOptions
 from sfg_app.errors import SFGWarning
-
-from test_reproducible import checkpoint_differences, train
 
 MAX_ITER = 150
 SAVE_EVERY_N = 5
 MAX_CHECKPOINTS = 3
 TAU, TAU_MIN, ANNEAL_RATE = 1.0, 0.1, 0.02
 
-CONFIG = f"""
-[SYSTEM]
-model_dir = run
-seed = 5
-num_threads = 1
-
-[MR]
-path_to_search = data
-filename_contains = _mr
-spatial_window_size = (24, 24, 1)
-axcodes = (R, A, S)
-pixdim = (10, 10, 10)
-normalisation = zscore
-foreground_type = otsu
-
-[CT]
-path_to_search = data
-filename_contains = _ct
-
-[LABEL]
-path_to_search = data
-filename_contains = _seg
-
-[BODY]
-path_to_search = data
-filename_contains = _body
-
-[NETWORK]
-name = sfg_highres3dnet
-batch_size = 2
-layer_scale = 0.25
-window_sampling = uniform
-
-[SFG]
-tau = {TAU}
-tau_min = {TAU_MIN}
-anneal_rate = {ANNEAL_RATE}
-warmup_iter = 10
-finetune_iter = 0
-
-[MULTITASK]
-image = MR
-tasks = organs, synth_ct
-
-[TASK organs]
-type = segmentation
-target = LABEL
-num_classes = 6
-
-[TASK synth_ct]
-type = regression
-target = CT
-mask = BODY
-target_scale = 1000
-
-[TRAINING]
-lr = 0.003
-max_iter = {MAX_ITER}
-save_every_n = {SAVE_EVERY_N}
-max_checkpoints = {MAX_CHECKPOINTS}
-tensorboard_every_n = 5
-validation_every_n = 0
-exclude_fraction_for_validation = 0
-exclude_fraction_for_inference = 0
-"""
+CONFIG = ini_text(phantom_sections(body_mask=True, changes={
+    "SYSTEM": {"seed": 5, "num_threads": 1},
+    "MR": {"spatial_window_size": (24, 24, 1), "axcodes": ("R", "A", "S"),
+           "pixdim": (10, 10, 10), "foreground_type": "otsu"},
+    "NETWORK": {"batch_size": 2, "window_sampling": "uniform"},
+    "SFG": {"tau": TAU, "tau_min": TAU_MIN, "anneal_rate": ANNEAL_RATE, "warmup_iter": 10,
+            "finetune_iter": 0},
+    "TRAINING": {"lr": 0.003, "max_iter": MAX_ITER, "save_every_n": SAVE_EVERY_N,
+                 "max_checkpoints": MAX_CHECKPOINTS, "tensorboard_every_n": 5,
+                 "validation_every_n": 0, "exclude_fraction_for_validation": 0,
+                 "exclude_fraction_for_inference": 0},
+    "INFERENCE": None}))
 
 # When each kill lands: `startup` a random time after the process starts (import, build,
 # tracing, or the first steps); `after save` a random time (up to 0.25 s) after the
@@ -199,7 +145,7 @@ def restore_newest(application, settings) -> tuple[int, int, float]:
     test); return its iteration, the network's grouping step and its temperature."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", SFGWarning)
-        driver = InferenceDriver(application, InferencePlan.from_settings(settings))
+        driver = InferenceDriver(application, InferenceOptions.from_settings(settings))
         model = driver.load_model()
     return (driver.iteration, int(model.grouping_step.numpy()),
             float(model.temperature()))
@@ -256,7 +202,8 @@ def check_history(path) -> int:
 
 
 @pytest.mark.slow
-def test_killed_ten_times_resumes_to_the_end_losing_nothing(tmp_path):
+def test_killed_ten_times_resumes_to_the_end_losing_nothing(tmp_path, sfg_train,
+                                                            checkpoint_differences):
     began = time.monotonic()
     write_dataset(tmp_path / "data", subjects=2, seed=3, shape=(28, 22, 18))
     config = tmp_path / "kill.ini"
@@ -303,7 +250,7 @@ def test_killed_ten_times_resumes_to_the_end_losing_nothing(tmp_path):
     assert (iteration, step) == (MAX_ITER, MAX_ITER - 1)
     assert abs(temperature - schedule(MAX_ITER - 1)) < 1e-6
     steps = check_history(tmp_path / "run" / "grouping_history.csv")
-    train(config, "SYSTEM.model_dir=whole")   # a run never killed, beside the config
+    sfg_train(config, "SYSTEM.model_dir=whole")   # a run never killed, beside the config
     differences = checkpoint_differences(
         os.path.join(store.directory, f"ckpt-{MAX_ITER}"),
         str(tmp_path / "whole" / "checkpoints" / f"ckpt-{MAX_ITER}"))

@@ -13,105 +13,35 @@
   run-time buffer reuse, and the demo's runs parted.
 """
 
-import os
 import pathlib
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
+from sfg_app.demo.configs import ini_text, phantom_sections
 from sfg_app.demo.phantoms import write_dataset
 
-CONFIG = """
-[SYSTEM]
-model_dir = whole
-seed = 11
-num_threads = 2
-
-[MR]
-path_to_search = data
-filename_contains = _mr
-spatial_window_size = (24, 24, 1)
-axcodes = (R, A, S)
-pixdim = (10, 10, 10)
-normalisation = zscore
-
-[CT]
-path_to_search = data
-filename_contains = _ct
-
-[LABEL]
-path_to_search = data
-filename_contains = _seg
-
-[NETWORK]
-name = sfg_highres3dnet
-batch_size = 2
-layer_scale = 0.25
-window_sampling = uniform
-
-[SFG]
-warmup_iter = 4
-finetune_iter = 0
-
-[MULTITASK]
-image = MR
-tasks = organs, synth_ct
-
-[TASK organs]
-type = segmentation
-target = LABEL
-num_classes = 6
-
-[TASK synth_ct]
-type = regression
-target = CT
-target_scale = 1000
-
-[TRAINING]
-lr = 0.003
-max_iter = 12
-save_every_n = 6
-validation_every_n = 3
-exclude_fraction_for_validation = 0.34
-exclude_fraction_for_inference = 0
-random_flipping_axes = (0,)
-rotation_angle = (-10, 10)
-"""
+CONFIG = ini_text(phantom_sections("whole", {
+    "SYSTEM": {"seed": 11, "num_threads": 2},
+    "MR": {"spatial_window_size": (24, 24, 1), "axcodes": ("R", "A", "S"),
+           "pixdim": (10, 10, 10)},
+    "NETWORK": {"batch_size": 2, "window_sampling": "uniform"},
+    "SFG": {"warmup_iter": 4, "finetune_iter": 0},
+    "TRAINING": {"lr": 0.003, "max_iter": 12, "save_every_n": 6, "validation_every_n": 3,
+                 "exclude_fraction_for_validation": 0.34,
+                 "exclude_fraction_for_inference": 0, "random_flipping_axes": (0,),
+                 "rotation_angle": (-10, 10)},
+    "INFERENCE": None}))
 
 
-def train(config, *overrides, timeout: int = 600) -> None:
-    """`sfg_train` in a process of its own, in the config's folder (a `--set` path is
-    relative to the working directory)."""
-    command = [sys.executable, "-m", "sfg_app.cli.train", "--config", str(config)]
-    for override in overrides:
-        command += ["--set", override]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          cwd=config.parent, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def checkpoint_differences(first: str, second: str) -> list[str]:
-    """The tensors in which two checkpoints (prefixes: `.../ckpt-12`) differ, by name;
-    `save_counter` (how many saves the run made) aside."""
-    readers = [tf.train.load_checkpoint(path) for path in (first, second)]
-    names = [set(reader.get_variable_to_shape_map()) - {"save_counter/.ATTRIBUTES/VARIABLE_VALUE"}
-             for reader in readers]
-    if names[0] != names[1]:
-        return sorted(names[0] ^ names[1])
-    return sorted(name for name in names[0] if not np.array_equal(
-        readers[0].get_tensor(name), readers[1].get_tensor(name)))
-
-
-def test_a_resumed_run_in_other_processes_ends_bit_identical(tmp_path):
+def test_a_resumed_run_in_other_processes_ends_bit_identical(tmp_path, sfg_train,
+                                                             checkpoint_differences):
     write_dataset(tmp_path / "data", subjects=3, seed=3, shape=(28, 22, 18))
     config = tmp_path / "c.ini"
     config.write_text(CONFIG)
-    train(config)
-    train(config, "SYSTEM.model_dir=split", "TRAINING.max_iter=6")
-    train(config, "SYSTEM.model_dir=split")
+    sfg_train(config)
+    sfg_train(config, "SYSTEM.model_dir=split", "TRAINING.max_iter=6")
+    sfg_train(config, "SYSTEM.model_dir=split")
     whole = str(tmp_path / "whole" / "checkpoints" / "ckpt-12")
     split = str(tmp_path / "split" / "checkpoints" / "ckpt-12")
     names = tf.train.load_checkpoint(whole).get_variable_to_shape_map()
@@ -124,14 +54,15 @@ DEMO = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.ini"
 
 
 @pytest.mark.slow
-def test_separate_runs_of_the_demo_end_bit_identical(tmp_path):
+def test_separate_runs_of_the_demo_end_bit_identical(tmp_path, sfg_train,
+                                                     checkpoint_differences):
     """The whole demo (240 iterations) in 2 processes, one after the other (about 7 min).
     With TensorFlow's AddN order, 5 demo runs had given 3 outcomes, and 3 more, traced
-    tensor by tensor, had parted at iteration 92 to 95 (README, Quick start); 3 untraced
-    runs to iteration 100 had not, so the parting is likely, not certain, without the
-    ordered sums."""
+    tensor by tensor, had parted at iteration 92 to 95 (docs/reproducibility.md); 3
+    untraced runs to iteration 100 had not, so the parting is likely, not certain,
+    without the ordered sums."""
     runs = [tmp_path / f"run{i}" for i in range(2)]
     for run in runs:
-        train(DEMO, f"SYSTEM.model_dir={run}", timeout=1200)
+        sfg_train(DEMO, f"SYSTEM.model_dir={run}", timeout=1200)
     assert checkpoint_differences(str(runs[0] / "checkpoints" / "ckpt-240"),
                                   str(runs[1] / "checkpoints" / "ckpt-240")) == []

@@ -107,7 +107,8 @@ def test_the_figure_fades_and_marks_an_undecided_layer(tmp_path, monkeypatch):
 
 def test_reports_of_undecided_and_decided_layers_are_drawn(tmp_path):
     probabilities = {"shallow": UNDECIDED, "deep": DECIDED}
-    summary = grouping.write_grouping_report(probabilities, GROUPS, tmp_path)
+    summary = grouping.write_grouping_report(probabilities, GROUPS, tmp_path / "grouping.yaml",
+                                             tmp_path / "grouping.png")
     assert grouping.read_grouping_yaml(tmp_path / "grouping.yaml")["layers"] == summary
     assert is_png(tmp_path / "grouping.png")
     path = tmp_path / "grouping_history.csv"
@@ -129,7 +130,9 @@ def test_summary_fractions_sum_to_one_and_follow_depth_order():
 
 
 def test_yaml_round_trip_and_figure(tmp_path):
-    summary = grouping.write_grouping_report(synthetic_probabilities(), GROUPS, tmp_path, step=7)
+    summary = grouping.write_grouping_report(synthetic_probabilities(), GROUPS,
+                                             tmp_path / "grouping.yaml",
+                                             tmp_path / "grouping.png", step=7)
     document = grouping.read_grouping_yaml(tmp_path / "grouping.yaml")
     assert document == {"step": 7, "groups": GROUPS, "layers": summary}
     assert list(document["layers"]) == list(summary)

@@ -9,7 +9,7 @@ from sfg_app.layers.grouping import GroupingConfig
 from sfg_app.networks.compact import CompactNetwork, compact_network, multiply_adds
 from sfg_app.networks.heads import HeadSpec
 from sfg_app.networks.highres3dnet import SFGHighRes3DNet
-from sfg_app.networks.plans import HIGHRES_PLAN, StagePlan
+from sfg_app.networks.stages import HIGHRES_STAGES, StageSpec
 from sfg_app.networks.vgg import SFGVGG
 
 TOLERANCE = 1e-5
@@ -158,12 +158,12 @@ def test_a_layer_without_kept_kernels_is_an_error():
 
 def test_multiply_adds_count_every_convolution_and_the_heads():
     # HighRes3DNet 16/32/64/64/64, 3 residual units in each of the first 3 stages, 3D.
-    flops = multiply_adds(HIGHRES_PLAN, [16, 32, 64, 64, 64], 1, 3, [1])
+    flops = multiply_adds(HIGHRES_STAGES, [16, 32, 64, 64, 64], 1, 3, [1])
     convs = [(1, 16, 6 * 16 * 16), (16, 32, 6 * 32 * 32), (32, 64, 6 * 64 * 64),
              (64, 64, 0), (64, 64, 0)]
     assert flops == sum(27 * (a * b + r) for a, b, r in convs) + 64
     # One pooling before a layer divides its cost by 2**rank.
-    plan = (StagePlan(4, pool=True), StagePlan(4))
+    plan = (StageSpec(4, pool=True), StageSpec(4))
     assert multiply_adds(plan, [4, 4], 1, 2, [1]) == 9 * 4 + 9 * 16 / 4 + 4 / 4
 
 

@@ -236,7 +236,7 @@ def test_fixed_architecture_trains_the_map_network_and_stops_the_logits(rng):
 
 
 def test_modes_train_map_expected_sample(rng):
-    model = make("sfg_highres3dnet", grouping=GroupingConfig(init="dirichlet"))
+    model = make("sfg_highres3dnet", grouping=GroupingConfig(init="dirichlet", warmup_iter=0))
     x = inputs(3, size=12)
     first, second = (numpy_outputs(model(x, training=True)) for _ in range(2))
     assert not np.array_equal(first["task0"], second["task0"])   # a new draw each step

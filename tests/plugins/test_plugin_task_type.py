@@ -14,54 +14,22 @@ from scipy import ndimage
 
 from sfg_app import registry
 from sfg_app.cli import evaluate, infer, train
+from sfg_app.demo.configs import ini_text, phantom_sections
 from sfg_app.demo.phantoms import write_dataset
 
 PLUGIN_FOLDER = pathlib.Path(__file__).resolve().parent
 
-CONFIG = """
-[SYSTEM]
-model_dir = run
-seed = 3
-num_threads = 1
-
-[MR]
-path_to_search = data
-filename_contains = _mr
-spatial_window_size = (16, 16, 1)
-normalisation = zscore
-
-[LABEL]
-path_to_search = data
-filename_contains = _seg
-
-[DIST]
-path_to_search = data
-filename_contains = _dist
-
-[NETWORK]
-name = sfg_highres3dnet
-batch_size = 2
-layer_scale = 0.25
-
-[MULTITASK]
-image = MR
-tasks = organs, boundary
-
-[TASK organs]
-type = segmentation
-target = LABEL
-num_classes = 6
-
-[TASK boundary]
-type = distance
-target = DIST
-clip_mm = 30
-
-[TRAINING]
-max_iter = 2
-save_every_n = 2
-exclude_fraction_for_inference = 0.34
-"""
+CONFIG = ini_text(phantom_sections(changes={
+    "SYSTEM": {"seed": 3, "num_threads": 1},
+    "MR": {"spatial_window_size": (16, 16, 1)},
+    "CT": None,
+    "DIST": {"path_to_search": "data", "filename_contains": "_dist"},
+    "NETWORK": {"batch_size": 2},
+    "MULTITASK": {"tasks": "organs, boundary"},
+    "TASK synth_ct": None,
+    "TASK boundary": {"type": "distance", "target": "DIST", "clip_mm": 30},
+    "TRAINING": {"max_iter": 2, "save_every_n": 2, "exclude_fraction_for_inference": 0.34},
+    "INFERENCE": None}))
 
 
 def _install_plugin(site: pathlib.Path, monkeypatch) -> None:

@@ -14,7 +14,7 @@ from sfg_app.networks.cross_stitch import CrossStitchHighRes3DNet
 from sfg_app.networks.hard_shared import HardSharedHighRes3DNet
 from sfg_app.networks.heads import HeadSpec
 from sfg_app.networks.highres3dnet import SFGHighRes3DNet
-from sfg_app.networks.plans import HIGHRES_PLAN
+from sfg_app.networks.stages import HIGHRES_STAGES
 from sfg_app.networks.vgg import SFGVGG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_multiply_adds_of_the_dense_and_fused_sfg_networks_equal_a_hand_count():
     fused = _built(SFGHighRes3DNet(HEADS, layer_scale=0.125))
     assert bench.multiply_adds_per_voxel(dense) == expected == 18222
     assert bench.multiply_adds_per_voxel(fused) == expected
-    assert expected == multiply_adds(HIGHRES_PLAN, [2, 4, 8, 8, 8], 1, 3, [2, 1])
+    assert expected == multiply_adds(HIGHRES_STAGES, [2, 4, 8, 8, 8], 1, 3, [2, 1])
 
 
 def test_multiply_adds_of_cross_stitch_count_both_columns():
@@ -90,10 +90,7 @@ def test_the_demo_size_is_configs_demo_ini():
 def test_the_written_config_loads_without_validation_checkpoints_or_summaries(tmp_path, size):
     size = bench.SIZES[size]
     config = tmp_path / "bench.ini"
-    config.write_text(bench.CONFIG.format(
-        window=size.window, layer_scale=size.layer_scale, batch=size.batch,
-        padding=size.padding, never=bench.NEVER,
-        pixdim="" if size.pixdim is None else f"pixdim = {size.pixdim}"))
+    config.write_text(bench.config_text(size))
     settings = load_settings(config, ["NETWORK.name=sfg_highres3dnet",
                                       "TRAINING.max_iter=25"])
     assert settings.inputs["MR"].spatial_window_size == (size.window,) * 3

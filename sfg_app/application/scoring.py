@@ -1,8 +1,9 @@
 """The written outputs read back and scored against the targets, per subject and task.
 
-Each task type says what its outputs are (`output_name`, `table_name` and the type's
-``prediction_from_row``) and which metrics score them (its ``evaluate``); this module
-finds the files, puts each target (and mask) on the output's grid and collects the rows.
+The files are named by `sfg_app.application.outputs`; each task says how a table row is
+read back (its `outputs.prediction_from_row`) and which metrics score an output (its
+`scoring`, `sfg_app.tasks.scoring`); this module finds the files, puts each target (and
+mask) on the output's grid and collects the rows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 
 import numpy as np
 
-from sfg_app.application.inference import OUTPUT_EXTENSIONS, output_name, table_name
+from sfg_app.application.outputs import OUTPUT_EXTENSIONS, output_name, table_name
 from sfg_app.data.resampling import resample
 from sfg_app.errors import DataError
 from sfg_app.io.geometry import same_space
@@ -20,7 +21,7 @@ from sfg_app.io.image import Image
 from sfg_app.io.readers import load_image
 
 
-def evaluation_rows(tasks: dict, subjects, output_dir: str) -> list[dict]:
+def scored_rows(tasks: dict, subjects, output_dir: str) -> list[dict]:
     """`{"subject", "task", metric: value, ...}` per subject and task whose target the
     subject has (an optional target may be missing), from the outputs in `output_dir`."""
     rows = []
@@ -31,8 +32,8 @@ def evaluation_rows(tasks: dict, subjects, output_dir: str) -> list[dict]:
             if task.head_kind == "image":
                 row = _table_row(os.path.join(output_dir, table_name(name)), name,
                                  subject.subject_id)
-                metrics = task.evaluate(task.prediction_from_row(row),
-                                        np.atleast_1d(subject.values[task.target]))
+                metrics = task.scoring.score(task.outputs.prediction_from_row(row),
+                                             np.atleast_1d(subject.values[task.target]))
             else:
                 path = _output_file(output_dir, name, subject.subject_id)
                 prediction = load_image(path)
@@ -42,8 +43,8 @@ def evaluation_rows(tasks: dict, subjects, output_dir: str) -> list[dict]:
                 if task.mask:
                     mask = _on_grid(load_image(subject.paths[task.mask]), prediction,
                                     order=0).data
-                metrics = task.evaluate(prediction.data, truth.data, mask=mask,
-                                        spacing=tuple(prediction.spacing))
+                metrics = task.scoring.score(prediction.data, truth.data, mask=mask,
+                                             spacing=tuple(prediction.spacing))
             rows.append({"subject": subject.subject_id, "task": name, **metrics})
     return rows
 

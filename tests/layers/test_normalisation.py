@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from sfg_app.errors import ConfigError
-from sfg_app.layers.normalization import GroupwiseNormalization
+from sfg_app.layers.normalisation import GroupwiseNormalization
 
 
 def built(num_groups, method="batch", shape=(4, 5, 6, 3), **kwargs):
@@ -155,9 +155,9 @@ def test_groupwise_normalization_call_errors(rng):
 
 
 @pytest.mark.parametrize("method", ["batch", "instance"])
-def test_shared_parameters_hold_one_scale_and_offset_per_channel(method, rng):
+def test_shared_norm_parameters_hold_one_scale_and_offset_per_channel(method, rng):
     """One (1, C) scale and offset whatever the groups; moving statistics stay per group."""
-    layer = built(3, method, shared_parameters=True)
+    layer = built(3, method, shared_norm_parameters=True)
     assert tuple(layer.gamma.shape) == tuple(layer.beta.shape) == (1, 3)
     if method == "batch":
         assert tuple(layer.moving_mean.shape) == (3, 3)
@@ -168,4 +168,4 @@ def test_shared_parameters_hold_one_scale_and_offset_per_channel(method, rng):
     outputs = [ops.convert_to_numpy(layer(x, groups=one[order], training=True))
                for order in ([0, 1, 2], [2, 2, 0])]
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
-    assert GroupwiseNormalization.from_config(layer.get_config()).shared_parameters
+    assert GroupwiseNormalization.from_config(layer.get_config()).shared_norm_parameters

@@ -15,6 +15,7 @@ some example used it.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from sfg_app import arguments
@@ -31,19 +32,20 @@ class GroupwiseNormalization(keras.layers.Layer):
     ``None`` (only with ``num_groups=1``) is an ordinary batch / instance norm. Batch
     statistics are used only when ``training`` is true; otherwise the moving statistics
     of each channel's group. Statistics are float32 whatever the compute dtype.
-    ``shared_parameters``: one scale and offset per channel for all groups (a group's row
-    would otherwise train only on the steps that sample the channel into it); moving
-    statistics stay per group.
+    ``shared_norm_parameters`` (``[SFG] norm_parameters = shared``): one scale and offset
+    per channel for all groups (a group's row would otherwise train only on the steps
+    that sample the channel into it); moving statistics stay per group.
     """
 
     def __init__(self, num_groups: int = 1, method: str = "batch", momentum: float = 0.99,
-                 epsilon: float = 1e-3, shared_parameters: bool = False, **kwargs):
+                 epsilon: float = 1e-3, shared_norm_parameters: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_groups = arguments.positive_int(num_groups, "num_groups")
         self.method = arguments.one_of(method, "method", METHODS)
         self.momentum = arguments.fraction(momentum, "momentum")
         self.epsilon = arguments.positive_float(epsilon, "epsilon")
-        self.shared_parameters = arguments.flag(shared_parameters, "shared_parameters")
+        self.shared_norm_parameters = arguments.flag(shared_norm_parameters,
+                                                     "shared_norm_parameters")
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -55,7 +57,7 @@ class GroupwiseNormalization(keras.layers.Layer):
         weight = lambda name, init, trainable, rows: self.add_weight(  # noqa: E731
             shape=(rows, channels), initializer=init, trainable=trainable,
             autocast=False, name=name)
-        rows = 1 if self.shared_parameters else self.num_groups
+        rows = 1 if self.shared_norm_parameters else self.num_groups
         self.gamma = weight("gamma", "ones", True, rows)
         self.beta = weight("beta", "zeros", True, rows)
         if self.method == "batch":
@@ -102,7 +104,7 @@ class GroupwiseNormalization(keras.layers.Layer):
 
     def _parameter(self, groups, table):
         """A scale or offset per channel: its group's row, or the one shared row."""
-        if self.shared_parameters:
+        if self.shared_norm_parameters:
             return table[0]
         return self._pick(groups, table)
 
@@ -134,9 +136,23 @@ class GroupwiseNormalization(keras.layers.Layer):
         self.moving_variance.assign(
             self.moving_variance + rate * (variance - self.moving_variance))
 
+    def keep_channels(self, source: GroupwiseNormalization, kept, groups=None) -> None:
+        """Sets this normalisation (built with one group for ``len(kept)`` channels) to
+        what ``source`` applies to its channels ``kept`` when they are in the groups of
+        ``groups`` (``(C, G)`` one-hot masks; None: every channel in the first row):
+        each parameter and moving statistic is the kept channel's entry in the row of
+        its group (or in the one shared row). The compact export builds its twin so."""
+        names = ("gamma", "beta") + (("moving_mean", "moving_variance")
+                                     if self.method == "batch" else ())
+        for name in names:
+            table = np.asarray(ops.convert_to_numpy(getattr(source, name)), np.float32)
+            rows = (np.zeros(table.shape[1], int) if groups is None or table.shape[0] == 1
+                    else np.asarray(groups).argmax(axis=-1))
+            getattr(self, name).assign(table[rows[kept], kept][None, :])
+
     def get_config(self):
         config = super().get_config()
         config.update(num_groups=self.num_groups, method=self.method,
                       momentum=self.momentum, epsilon=self.epsilon,
-                      shared_parameters=self.shared_parameters)
+                      shared_norm_parameters=self.shared_norm_parameters)
         return config
