@@ -107,6 +107,10 @@ def grouping_problems(values, num_groups: int | None = None) -> list[tuple[str, 
         problems.append(("sample_per", "step with impl = fused", "Per-example groups give "
                          "per-example weights, which one fused convolution cannot apply: "
                          "set impl = reference, or sample_per = step."))
+    if values.get("allocation") == "agreement" and not values.get("warmup_iter"):
+        problems.append(("allocation", "learned, or agreement with warmup_iter above 0",
+                         "allocation = agreement measures the tasks' agreement during "
+                         "the warm-up: give warmup_iter (e.g. 1/3)."))
     for key in ("init", "prior"):
         vector = values[key]
         if isinstance(vector, str):

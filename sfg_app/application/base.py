@@ -95,6 +95,13 @@ class Application:
         """`{layer: (kernels, groups) numpy}` of the network's SFG layers; none by default."""
         return {}
 
+    def probe_iterations(self, model) -> int:
+        """Training steps that measure the tasks' agreement on the network's grouped
+        kernels before its groups are decided (``[SFG] allocation = agreement``); then
+        the driver calls the network's ``grouped_kernels``, ``record_gradients`` and
+        ``allocate_groups``. None by default."""
+        return 0
+
     def summary_scalars(self, model) -> dict:
         """`{name: float}` of the network's own state to log beside the losses; none by
         default."""

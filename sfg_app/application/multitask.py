@@ -119,6 +119,9 @@ class MultiTaskApplication(Application):
     def grouping_probabilities(self, model) -> dict:
         return model.grouping_probabilities()
 
+    def probe_iterations(self, model) -> int:
+        return model.probe_iterations
+
     def summary_scalars(self, model) -> dict:
         """The Gumbel-softmax temperature `tau` of an SFG network."""
         return {"tau": float(model.temperature())} if model.is_sfg else {}

@@ -48,8 +48,10 @@ class NetworkBuilder:
                       for field in dataclasses.fields(GroupingConfig)
                       if field.name != "fixed_from"}
             values["warmup_iter"] = iterations(sfg.warmup_iter, max_iter)
-            options["grouping"] = GroupingConfig(
-                fixed_from=max_iter - finetune if finetune else None, **values)
+            fixed_from = max_iter - finetune if finetune else None
+            if sfg.allocation == "agreement":  # decided after the warm-up's measurement
+                fixed_from = values["warmup_iter"]
+            options["grouping"] = GroupingConfig(fixed_from=fixed_from, **values)
             options["seed"] = settings.system.seed
         return options
 

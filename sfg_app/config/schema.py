@@ -185,6 +185,16 @@ SFG = SectionSchema(
         "serves: a kernel is shared when it helps the tasks alike, not because it reaches "
         "more heads); balanced (shared_mean, and each task's gradient scaled to the same "
         "size first; one backward pass per task). What each measured: docs/results.md."),
+    key("allocation", Choice("learned", "agreement"), "learned",
+        "How kernels get their groups: learned (the paper's: logits learned through "
+        "sampled architectures) or agreement (the first warmup_iter iterations train every "
+        "kernel shared and measure, per kernel, how well the tasks' gradients on its "
+        "weights agree; a kernel whose agreement passes agreement_threshold is shared, "
+        "any other goes to the task whose weighted loss pulls hardest on it, and training "
+        "goes on with that architecture fixed; docs/results.md measures both)."),
+    key("agreement_threshold", Float(-1, 1), 0.3,
+        "allocation = agreement: the cosine between the tasks' gradients on a kernel's "
+        "weights (moving averages over the warm-up) above which the kernel is shared."),
     key("impl", Choice("fused", "reference"), "fused",
         "fused: one masked convolution a layer; reference: one convolution a group."),
 )

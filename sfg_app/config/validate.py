@@ -432,11 +432,21 @@ class _CrossChecks:
                                            "per subject (value_column); a mask must be an "
                                            "image.")
 
-    def check_sfg(self, sfg: dict[str, Any], groups: int) -> None:
-        """The rules between [SFG] keys, as the grouping layers state them."""
+    def check_sfg(self, sfg: dict[str, Any], groups: int, max_iter: int) -> None:
+        """The rules between [SFG] keys, as the grouping layers state them; groups
+        decided from the tasks' agreement need a warm-up that ends before the run does
+        (else the network inference runs was never decided)."""
         for key, expected, hint in arguments.grouping_problems(sfg, groups):
             self.config.problem("SFG", key, invalid_value("SFG", key, expected, sfg[key],
                                                           hint))
+        warmup = sfg["warmup_iter"]
+        if sfg["allocation"] == "agreement" and isinstance(warmup, int) \
+                and warmup >= max_iter:
+            self.config.problem("SFG", "warmup_iter", invalid_value(
+                "SFG", "warmup_iter", f"fewer iterations than [TRAINING] max_iter = "
+                                      f"{max_iter} with allocation = agreement", warmup,
+                "The groups are decided when the warm-up ends: give a fraction such as "
+                "1/3."))
 
     def check_histogram(self, network: dict[str, Any], inputs: dict[str, dict]) -> None:
         """[NETWORK] cutoff against norm_type, when a section uses histogram
@@ -480,7 +490,7 @@ def _resolve(config: _TypedConfig) -> Settings:
     network["sampling_map"] = defaults.sampling_map(network, tasks)
     inputs = {name: defaults.input_values(name, tasks, network) for name in config.inputs}
     window = checks.check_inputs(inputs, multitask["image"] or (), tasks, network)
-    checks.check_sfg(fixed["SFG"], len(task_names) + 1)
+    checks.check_sfg(fixed["SFG"], len(task_names) + 1, fixed["TRAINING"]["max_iter"])
     checks.check_training(fixed["TRAINING"])
     checks.check_histogram(network, inputs)
     checks.check_border(fixed["INFERENCE"]["border"], window)

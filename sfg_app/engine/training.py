@@ -96,7 +96,10 @@ class TrainingDriver:
         return iteration
 
     # -- the step ---------------------------------------------------------------
-    def _make_train_step(self, state: TrainingState):
+    def _make_train_step(self, state: TrainingState, probe: bool = False):
+        """The compiled training step; with ``probe``, it also folds each task's gradients
+        on the grouped kernels into the network's agreement measurement (one more
+        backward pass per task)."""
         app, model, objective = self.application, state.model, state.objective
         optimiser, strategy = state.optimiser, state.strategy
         variables = _trainable(model, objective)
@@ -112,7 +115,18 @@ class TrainingDriver:
             return optimiser.scale_loss(loss) if scaled else loss
 
         def replica_step(batch):
-            if balanced:
+            if probe:
+                kernels = [v for layer in model.grouped_kernels() for v in layer]
+                with tf.GradientTape(persistent=True) as tape:
+                    outputs = model(app.network_inputs(batch), training=True)
+                    total, logs, (terms, regulariser) = app.loss_parts(
+                        model, objective, outputs, batch)
+                    loss = scale(total)
+                gradients = tape.gradient(loss, variables)
+                model.record_gradients(_gradients_per_part(tape, list(terms.values()),
+                                                           kernels))
+                del tape
+            elif balanced:
                 with tf.GradientTape(persistent=True) as tape:
                     outputs = model(app.network_inputs(batch), training=True)
                     total, logs, (terms, regulariser) = app.loss_parts(
@@ -161,15 +175,21 @@ class TrainingDriver:
             state, lambda batch, index, count: self.application.training_dataset(
                 batch, state.iteration * state.global_batch_size, index, count)))
         train_step = self._make_train_step(state)
+        probe_until = self.application.probe_iterations(state.model)
+        probe_step = self._make_train_step(state, probe=True) if probe_until else None
         with (_SigtermRecorder(enabled=plan.strategy != "multi_worker") as sigterm,
               ordered_gradient_sums()):
             for handler in active:
                 handler.on_start(state)
             try:
                 while state.iteration < plan.max_iter:
-                    logs = train_step(next(batches))
+                    probing = state.iteration < probe_until
+                    logs = (probe_step if probing else train_step)(next(batches))
                     state.logs = {k: float(v) for k, v in logs.items()}
                     iteration = int(to_numpy(state.optimiser.iterations))
+                    if probing and iteration >= probe_until:
+                        _say_allocation(state.model.allocate_groups(),
+                                        self.application.group_names())
                     skipped = iteration == state.iteration  # by loss scaling (see above)
                     state.iteration = iteration
                     _check_finite(state)
@@ -240,6 +260,14 @@ def _balanced_gradients(per_part, balanced) -> list:
             total = total + term
         gradients.append(total)
     return gradients
+
+
+def _say_allocation(groups: dict, names: list) -> None:
+    """One line a layer: how many kernels the measured agreement gave each group."""
+    for layer, assigned in groups.items():
+        counts = ", ".join(f"{name} {int((assigned == g).sum())}"
+                           for g, name in enumerate(names))
+        _say(f"{layer}: groups decided from the tasks' agreement: {counts}")
 
 
 def _trainable(model, objective) -> list:

@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from sfg_app import arguments
+from sfg_app.layers.agreement import TaskAgreement
 from sfg_app.config.schema import SFG
 from sfg_app.config.types import checked_argument
 
@@ -58,14 +59,20 @@ class GroupingConfig:
     the number of tasks; ``balanced`` also has the training driver equalise the tasks'
     gradients): under the straight-through estimate a shared kernel's mask collects the
     gradient of every head it reaches, so with ``sum`` the shared group wins wherever a
-    kernel helps anyone.
+    kernel helps anyone. ``allocation = agreement`` replaces the learned logits: the
+    warm-up (``warmup_iter`` steps) trains every kernel shared and measures per kernel how
+    well the tasks' gradients on its weights agree (``record_gradients``), then
+    ``allocate`` decides the groups and ``fixed_from`` is the end of the warm-up; the
+    start and prior then decide nothing. What the first-order logit gradient cannot see
+    is exactly this: whether one task's step on a kernel helps or hurts the others.
 
     The defaults are the config schema's ``[SFG]`` defaults (the recipe that
     docs/results.md measured; the section's doc lists the paper's own values), so that a
     network built without a config and one built from a config differ only where a key
     was set.
     ``fixed_from`` has no key (the application derives it from ``[SFG] finetune_iter``
-    and the run's length); its default None never fixes the grouping.
+    and the run's length, or from the warm-up with ``allocation = agreement``); its
+    default None never fixes the grouping.
     """
 
     tau: float = _default("tau")
@@ -84,6 +91,8 @@ class GroupingConfig:
     warmup_iter: int = _default("warmup_iter")
     norm_parameters: str = _default("norm_parameters")
     logit_gradient: str = _default("logit_gradient")
+    allocation: str = _default("allocation")
+    agreement_threshold: float = _default("agreement_threshold")
     fixed_from: int | None = None
 
     def __post_init__(self):
@@ -236,6 +245,8 @@ class FilterGrouping(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         # A numpy constant, computed here: traced code should not call back into the config.
         self.log_prior = np.log(self.grouping.prior_probabilities(self.num_groups))
+        self.measure = (TaskAgreement(self.filters, self.num_groups - 1, name="agreement")
+                        if self.grouping.allocation == "agreement" else None)
 
     def _initializer(self):
         scale = 1.0 / self.grouping.logit_lr_multiplier
@@ -249,6 +260,8 @@ class FilterGrouping(keras.layers.Layer):
         self.stored_logits = self.add_weight(
             shape=(self.filters, self.num_groups), initializer=self._initializer(),
             trainable=self.grouping.learn_probabilities, autocast=False, name="logits")
+        if self.measure is not None:
+            self.measure.build()
 
     @property
     def logits(self):
@@ -290,6 +303,8 @@ class FilterGrouping(keras.layers.Layer):
         ``train`` mode, ``fixed`` (a 0/1 scalar, ``None``: 0) gives the ``map`` masks.
         """
         arguments.one_of(mode, "mode", MODES)
+        if mode == "train" and self.grouping.allocation == "agreement":
+            return self._probe_or_decided(fixed)
         log_p = self.log_probabilities()
         if mode == "map":
             return ops.one_hot(ops.argmax(log_p + self._tie_break(), axis=-1),
@@ -325,6 +340,35 @@ class FilterGrouping(keras.layers.Layer):
             decided = ops.broadcast_to(decided, ops.shape(sampled))
         fixed = ops.cast(fixed, "float32")
         return fixed * decided + (1.0 - fixed) * sampled
+
+    def _probe_or_decided(self, fixed):
+        """``allocation = agreement`` in training: every kernel shared while the warm-up
+        measures the tasks' agreement (a hard-shared network, whose kernels every task's
+        gradient reaches), then the decided (``map``) architecture. No gradient reaches
+        the logits: the measurement decides them (``allocate``)."""
+        shared = np.zeros((self.filters, self.num_groups), np.float32)
+        shared[:, -1] = 1.0
+        shared = ops.convert_to_tensor(shared)
+        if fixed is None:
+            return shared
+        fixed = ops.cast(fixed, "float32")
+        return fixed * ops.stop_gradient(self.masks("map")) + (1.0 - fixed) * shared
+
+    def record_gradients(self, per_task) -> None:
+        """Folds one warm-up step of the tasks' gradients on this layer's kernels into
+        the agreement measurement (``allocation = agreement``)."""
+        self.measure.record(per_task)
+
+    def allocate(self) -> np.ndarray:
+        """Decides every kernel's group from the measured agreement (`TaskAgreement`),
+        sets the logits to it (probability 0.98 on the chosen group) and returns the
+        groups, ``(filters,)``."""
+        groups = self.measure.decide(self.grouping.agreement_threshold)
+        probabilities = np.full((self.filters, self.num_groups),
+                                0.02 / (self.num_groups - 1), np.float32)
+        probabilities[np.arange(self.filters), groups] = 0.98
+        self.assign_logits(np.log(probabilities))
+        return groups
 
     def _shared_gradient_per_task(self, masks):
         """``masks`` unchanged, with the gradient of the shared column divided by the

@@ -34,6 +34,9 @@ class MultiTaskNetwork(keras.Model):
     #: The network has SFG layers: its constructor takes ``grouping`` and ``seed``, and it
     #: has a ``temperature()``. Without them, the grouping API below is empty.
     is_sfg: bool = False
+    #: Training steps that measure the tasks' agreement before the groups are decided
+    #: (an SFG network with ``[SFG] allocation = agreement``).
+    probe_iterations: int = 0
 
     def __init__(self, heads, layer_scale: float = 1.0, activation: str = "relu",
                  norm_layer: str = "instance", **kwargs):
@@ -202,6 +205,35 @@ class SFGNetwork(MultiTaskNetwork):
         """sum over SFG layers of KL(q || prior); 0 once the architecture is fixed
         (``grouping.fixed_from``), so that the prior no longer moves the logits."""
         return super().grouping_kl() * (1.0 - self.grouping.is_fixed(self.grouping_step))
+
+    @property
+    def probe_iterations(self) -> int:
+        """Training steps that measure the tasks' agreement before the groups are
+        decided (``[SFG] allocation = agreement``: the warm-up); 0 otherwise."""
+        if self.grouping.allocation != "agreement":
+            return 0
+        return self.grouping.warmup_iter
+
+    def grouped_kernels(self) -> list:
+        """Per SFG layer, its stage's weights whose last axis is the layer's kernels
+        (the convolutions), in a fixed order."""
+        return [[w for w in stage.trainable_weights
+                 if len(w.shape) >= 4 and w.shape[-1] == stage.filters]
+                for stage in self.stages]
+
+    def record_gradients(self, per_task) -> None:
+        """``per_task[t]``: task t's gradients on ``grouped_kernels()``, flattened in
+        order; folded into each layer's agreement measurement."""
+        start = 0
+        for grouping, kernels in zip(self.groupings, self.grouped_kernels()):
+            end = start + len(kernels)
+            grouping.record_gradients([grads[start:end] for grads in per_task])
+            start = end
+
+    def allocate_groups(self) -> dict:
+        """Decides every layer's groups from the measured agreement:
+        ``{layer: groups per kernel}``."""
+        return {g.name: g.allocate() for g in self.groupings}
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,77 @@
+"""`[SFG] allocation = agreement` in training: the warm-up measures, the groups are decided
+when it ends, a resume decides the same, and a warm-up as long as the run is refused."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from sfg_app import commands
+from sfg_app.config import load_settings
+from sfg_app.demo.configs import ini_text, phantom_sections
+from sfg_app.demo.phantoms import write_dataset
+from sfg_app.engine.handlers import Handler
+from sfg_app.engine.state import TrainingOptions
+from sfg_app.engine.training import TrainingDriver
+from sfg_app.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("agreement")
+    write_dataset(folder / "data", subjects=3, seed=2, shape=(24, 20, 16))
+    return folder / "data"
+
+
+class _StopAt(Handler):
+    """Interrupts training (as Ctrl-C does) once ``iteration`` is reached."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def on_step_end(self, state):
+        if state.iteration >= self.iteration:
+            raise KeyboardInterrupt
+
+
+def _train(data, model_dir, stop_at=None):
+    sections = phantom_sections(model_dir, data=data, changes={
+        "SFG": {"allocation": "agreement", "warmup_iter": 2},
+        "TRAINING": {"max_iter": 3, "save_every_n": 1,
+                     "exclude_fraction_for_inference": 0}})
+    path = model_dir.parent / f"{model_dir.name}.ini"
+    path.write_text(ini_text(sections))
+    settings = load_settings(path)
+    extra = [] if stop_at is None else [_StopAt(stop_at)]
+    return TrainingDriver(commands.make_application(settings),
+                          TrainingOptions.from_settings(settings), extra).run()
+
+
+def test_a_run_decides_after_the_warm_up_and_a_resume_decides_the_same(data, tmp_path,
+                                                                        capfd):
+    whole = _train(data, tmp_path / "whole")
+    decided = capfd.readouterr().err
+    assert "sfg_0: groups decided from the tasks' agreement: organs" in decided
+    maps = [np.argmax(ops.convert_to_numpy(g.masks("map")), -1) for g in whole.model.groupings]
+    assert all(ops.convert_to_numpy(g.probabilities()).max() > 0.97
+               for g in whole.model.groupings)
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(data, tmp_path / "parts", stop_at=1)  # stopped inside the warm-up
+    capfd.readouterr()
+    resumed = _train(data, tmp_path / "parts")
+    assert "groups decided" in capfd.readouterr().err
+    for grouping, expected in zip(resumed.model.groupings, maps):
+        np.testing.assert_array_equal(np.argmax(ops.convert_to_numpy(
+            grouping.masks("map")), -1), expected)
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused(tmp_path):
+    sections = phantom_sections(tmp_path / "run", changes={
+        "SFG": {"allocation": "agreement", "warmup_iter": 5},
+        "TRAINING": {"max_iter": 5}})
+    path = tmp_path / "c.ini"
+    path.write_text(ini_text(sections))
+    with pytest.raises(ConfigError, match=r"warmup_iter\. Expected fewer iterations than "
+                                          r"\[TRAINING\] max_iter = 5 with allocation = "
+                                          r"agreement\. Received warmup_iter = 5\. The groups"):
+        load_settings(path)
