@@ -16,9 +16,9 @@ import numpy as np
 from keras import ops
 
 from sfg_app import arguments
-from sfg_app.layers.agreement import TaskAgreement
 from sfg_app.config.schema import SFG
 from sfg_app.config.types import checked_argument
+from sfg_app.layers.agreement import TaskAgreement
 
 MODES = ("train", "map", "sample", "expected")
 CONNECTIVITIES = SFG.keys["connectivity"].type.options
