@@ -1,5 +1,6 @@
 """`[SFG] allocation = agreement` in training: the warm-up measures, the groups are decided
-when it ends, a resume decides the same, and a warm-up as long as the run is refused."""
+when it ends, a resume decides the same (`pytest -m slow`), and a warm-up as long as the
+run is refused."""
 
 import numpy as np
 import pytest
@@ -46,23 +47,30 @@ def _train(data, model_dir, stop_at=None):
                           TrainingOptions.from_settings(settings), extra).run()
 
 
-def test_a_run_decides_after_the_warm_up_and_a_resume_decides_the_same(data, tmp_path,
-                                                                        capfd):
-    whole = _train(data, tmp_path / "whole")
-    decided = capfd.readouterr().err
-    assert "sfg_0: groups decided from the tasks' agreement: organs" in decided
-    maps = [np.argmax(ops.convert_to_numpy(g.masks("map")), -1) for g in whole.model.groupings]
-    assert all(ops.convert_to_numpy(g.probabilities()).max() > 0.97
-               for g in whole.model.groupings)
+def _decided(state) -> list:
+    return [np.argmax(ops.convert_to_numpy(g.masks("map")), -1) for g in state.model.groupings]
 
+
+def test_a_run_decides_its_groups_when_the_warm_up_ends(data, tmp_path, capfd):
+    state = _train(data, tmp_path / "run")
+    assert "sfg_0: groups decided from the tasks' agreement: organs" in capfd.readouterr().err
+    for grouping, groups in zip(state.model.groupings, _decided(state)):
+        np.testing.assert_array_equal(
+            groups, grouping.measure.decide(grouping.grouping.agreement_threshold))
+        assert ops.convert_to_numpy(grouping.probabilities()).max(axis=-1).min() > 0.97
+        assert np.all(ops.convert_to_numpy(grouping.measure.task_energy) > 0)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_in_its_warm_up_resumes_the_measurement(data, tmp_path, capfd):
+    whole = _decided(_train(data, tmp_path / "whole"))
     with pytest.raises(KeyboardInterrupt):
         _train(data, tmp_path / "parts", stop_at=1)  # stopped inside the warm-up
     capfd.readouterr()
     resumed = _train(data, tmp_path / "parts")
     assert "groups decided" in capfd.readouterr().err
-    for grouping, expected in zip(resumed.model.groupings, maps):
-        np.testing.assert_array_equal(np.argmax(ops.convert_to_numpy(
-            grouping.masks("map")), -1), expected)
+    for groups, expected in zip(_decided(resumed), whole):
+        np.testing.assert_array_equal(groups, expected)
 
 
 def test_a_warm_up_as_long_as_the_run_is_refused(tmp_path):
