@@ -42,6 +42,7 @@ setup(
             "sfg_eval=sfg_app.cli.evaluate:main",
             "sfg_groups=sfg_app.cli.groups:main",
             "sfg_export=sfg_app.cli.export:main",
+            "sfg_plan=sfg_app.cli.plan:main",
         ],
     },
     classifiers=[

@@ -25,7 +25,7 @@ RANKS = {
     "io": 2, "config": 2,
     "data": 3, "layers": 3, "evaluation": 3,
     "networks": 4, "tasks": 4, "demo": 4,
-    "application": 5,
+    "application": 5, "planning": 5,
     "engine": 6,
     "commands": 7,
     "cli": 8,

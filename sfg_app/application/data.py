@@ -101,17 +101,9 @@ class SubjectCatalog:
         self.roles = roles
 
     def sources(self) -> list[SectionSource]:
-        sources = []
-        for name in self.roles.used:
-            section = self.settings.inputs[name]
-            sources.append(SectionSource(
-                name=name, path_to_search=tuple(str(p) for p in section.path_to_search or ()),
-                filename_contains=tuple(section.filename_contains or ()),
-                filename_not_contains=tuple(section.filename_not_contains or ()),
-                filename_removefromid=section.filename_removefromid,
-                csv_file=None if section.csv_file is None else str(section.csv_file),
-                value_column=section.value_column, optional=name in self.roles.optional))
-        return sources
+        return [SectionSource.of_section(name, self.settings.inputs[name],
+                                         optional=name in self.roles.optional)
+                for name in self.roles.used]
 
     @functools.cached_property
     def subjects(self) -> list[SubjectFiles]:

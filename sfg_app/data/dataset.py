@@ -60,6 +60,17 @@ class SectionSource:
     value_column: str | None = None
     optional: bool = False
 
+    @classmethod
+    def of_section(cls, name: str, section, optional: bool = False) -> "SectionSource":
+        """The source that an input section's settings (``settings.inputs[name]``) name."""
+        return cls(
+            name=name, path_to_search=tuple(str(p) for p in section.path_to_search or ()),
+            filename_contains=tuple(section.filename_contains or ()),
+            filename_not_contains=tuple(section.filename_not_contains or ()),
+            filename_removefromid=section.filename_removefromid,
+            csv_file=None if section.csv_file is None else str(section.csv_file),
+            value_column=section.value_column, optional=optional)
+
     def __post_init__(self):
         for key in ("path_to_search", "filename_contains", "filename_not_contains"):
             value = getattr(self, key)

@@ -31,6 +31,7 @@ def test_ci_runs_the_readme_test_command():
 def test_console_scripts_point_at_main_functions():
     scripts = {ep.name: ep for ep in metadata.entry_points(group="console_scripts")
                if ep.value.startswith("sfg_app.cli.")}
-    assert sorted(scripts) == ["sfg_eval", "sfg_export", "sfg_groups", "sfg_infer", "sfg_train"]
+    assert sorted(scripts) == ["sfg_eval", "sfg_export", "sfg_groups", "sfg_infer", "sfg_plan",
+                               "sfg_train"]
     for entry_point in scripts.values():
         assert callable(entry_point.load())
