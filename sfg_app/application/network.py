@@ -48,6 +48,7 @@ class NetworkBuilder:
                       for field in dataclasses.fields(GroupingConfig)
                       if field.name != "fixed_from"}
             values["warmup_iter"] = iterations(sfg.warmup_iter, max_iter)
+            values["transition_iter"] = iterations(sfg.transition_iter, max_iter)
             fixed_from = max_iter - finetune if finetune else None
             if sfg.allocation == "agreement":  # decided after the warm-up's measurement
                 fixed_from = values["warmup_iter"]

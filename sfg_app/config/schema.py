@@ -168,6 +168,12 @@ SFG = SectionSchema(
         "architecture (each kernel in its most probable group) with the grouping fixed, so "
         "that the weights are tuned for the network inference runs; 0 samples to the "
         "end."),
+    key("transition_iter", _ITERATIONS, 0,
+        "Iterations (or a fraction of max_iter) over which training moves from the "
+        "architecture before the groups are fixed (finetune_iter; with allocation = "
+        "agreement, the end of the warm-up) to the decided one: a kernel leaving the "
+        "shared group feeds the other tasks less each step, from all to nothing, so that "
+        "they re-route instead of losing it at once; 0: at once."),
     key("norm_parameters", Choice("per_group", "shared"), "shared",
         "Normalisation scale and offset held per (group, channel), or one per channel "
         "shared by the groups (moving statistics stay per group)."),

@@ -89,6 +89,7 @@ class GroupingConfig:
     impl: str = _default("impl")
     logit_lr_multiplier: float = _default("logit_lr_multiplier")
     warmup_iter: int = _default("warmup_iter")
+    transition_iter: int = _default("transition_iter")
     norm_parameters: str = _default("norm_parameters")
     logit_gradient: str = _default("logit_gradient")
     allocation: str = _default("allocation")
@@ -104,8 +105,8 @@ class GroupingConfig:
             if field.name == "fixed_from":
                 value = None if value is None else arguments.non_negative_int(value,
                                                                               "fixed_from")
-            elif field.name == "warmup_iter":  # the application resolves a fraction
-                value = arguments.non_negative_int(value, "warmup_iter")
+            elif field.name in ("warmup_iter", "transition_iter"):  # the application
+                value = arguments.non_negative_int(value, field.name)  # resolves fractions
             else:
                 value = checked_argument(SFG.keys[field.name].type, value, field.name)
             object.__setattr__(self, field.name, value)  # frozen: numbers made float
@@ -136,11 +137,16 @@ class GroupingConfig:
         return ops.minimum(1.0, step / float(self.warmup_iter))
 
     def is_fixed(self, step):
-        """1.0 once optimiser step ``step`` reaches ``fixed_from``, else 0.0 (float32)."""
+        """How far training has moved to the decided (``map``) architecture at optimiser
+        step ``step`` (float32): 0.0 before ``fixed_from``, then linearly to 1.0 over
+        ``transition_iter`` steps (at once when it is 0)."""
         step = ops.cast(step, "float32")
         if self.fixed_from is None:
             return ops.zeros_like(step)
-        return ops.cast(step >= float(self.fixed_from), "float32")
+        if self.transition_iter == 0:
+            return ops.cast(step >= float(self.fixed_from), "float32")
+        moved = (step - float(self.fixed_from) + 1.0) / float(self.transition_iter)
+        return ops.clip(moved, 0.0, 1.0)
 
     def initial_probabilities(self, num_groups: int) -> np.ndarray | None:
         """The ``(G,)`` initial probabilities, or None for ``dirichlet`` (drawn per kernel)."""
@@ -300,7 +306,8 @@ class FilterGrouping(keras.layers.Layer):
         ``temperature`` (straight-through if configured), moved towards p by
         ``1 - sampling_share`` during the warm-up (``None``: no warm-up); ``sample``:
         one-hot draws from Cat(p); ``map``: one-hot argmax p; ``expected``: p. In
-        ``train`` mode, ``fixed`` (a 0/1 scalar, ``None``: 0) gives the ``map`` masks.
+        ``train`` mode, ``fixed`` (a scalar in [0, 1], ``None``: 0; `is_fixed`) moves the
+        masks linearly to the ``map`` masks.
         """
         arguments.one_of(mode, "mode", MODES)
         if mode == "train" and self.grouping.allocation == "agreement":

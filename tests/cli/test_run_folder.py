@@ -187,6 +187,7 @@ def _checkpoint_values(run: Path) -> dict:
             if "save_counter" not in key}
 
 
+@pytest.mark.slow
 def test_two_trainings_started_together_one_refused_the_other_as_alone(tmp_path):
     """Two `sfg_train` on one folder at once: one exits 2 without touching it, the other
     trains as the same run alone does, to the last bit."""

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 HERE = pathlib.Path(__file__).parent
 SCRIPT = str(HERE / "run_distributed.py")
 
@@ -44,6 +46,7 @@ def test_mirrored_strategy_trains_on_two_replicas(tmp_path):
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints"))[0] == "checkpoint"
 
 
+@pytest.mark.slow
 def test_multi_worker_strategy_on_loopback_matches_mirrored(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"localhost:{port}" for port in ports]}

@@ -66,3 +66,19 @@ def test_training_masks_are_shared_until_decided_then_the_decided_ones():
     grouping.allocate()
     decided = ops.convert_to_numpy(grouping.masks("train", temperature=1.0, fixed=1.0))
     np.testing.assert_array_equal(decided, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+
+
+def test_the_decided_architecture_is_reached_over_transition_iter_steps():
+    at_once = GroupingConfig(allocation="agreement", warmup_iter=3, fixed_from=3)
+    assert [float(at_once.is_fixed(step)) for step in (2, 3, 9)] == [0.0, 1.0, 1.0]
+    ramp = GroupingConfig(allocation="agreement", warmup_iter=3, fixed_from=3,
+                          transition_iter=4)
+    np.testing.assert_allclose([float(ramp.is_fixed(step)) for step in (0, 2, 3, 4, 6, 7, 50)],
+                               [0, 0, 0.25, 0.5, 1, 1, 1])
+    grouping = _grouping(filters=3)
+    grouping.measure.task_energy.assign(np.array([[1, 0.1], [0.1, 1], [1, 1.0]]))
+    grouping.measure.task_dots.assign(np.array([[0.0], [0.0], [0.9]]))
+    grouping.allocate()
+    halfway = ops.convert_to_numpy(grouping.masks("train", temperature=1.0, fixed=0.25))
+    # A kernel leaving the shared group still feeds the other task, a quarter less.
+    np.testing.assert_allclose(halfway, [[0.25, 0, 0.75], [0, 0.25, 0.75], [0, 0, 1]])

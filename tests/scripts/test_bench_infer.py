@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench" / "bench_infer.py"
 
@@ -33,6 +35,7 @@ def table(output: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_a_small_run_counts_the_arithmetic_of_each_method(tmp_path):
     models = ["dense", "sample"]
     with_monai = importlib.util.find_spec("monai") is not None
