@@ -94,6 +94,19 @@ def histogram_cutoff_problem(cutoff, norm_type: str) -> str | None:
             f"<= 1 for norm_type = {norm_type}")
 
 
+def inference_window_problem(window, training_window) -> str | None:
+    """What an inference window should be, given the training window (both three ints),
+    or None when it fits: at least the training window on every axis (the network was
+    trained to see that much around a voxel), and 2D, (x, y, 1), when training is."""
+    window, training = tuple(window), tuple(training_window)
+    if training[2] == 1 and window[2] != 1:
+        return (f"a 2D window (x, y, 1), as the training window {training} is 2D, at least "
+                f"{training[:2]} on x and y")
+    if any(w < t for w, t in zip(window, training)):
+        return f"at least the training window {training} on every axis"
+    return None
+
+
 def grouping_problems(values, num_groups: int | None = None) -> list[tuple[str, str, str]]:
     """The rules between the grouping's settings (``[SFG]`` keys: ``tau``, ``tau_min``,
     ``sample_per``, ``impl``, ``init``, ``prior``) that ``values`` (a mapping) breaks, as

@@ -130,8 +130,10 @@ class Application:
         raise NotImplementedError
 
     def inference_subjects(self, subjects: list, output_dir=None, tasks=None):
-        """One object per subject with `batches(batch_size)`, `add(mean, variance,
-        locations)` and `write() -> paths`, for the inference driver."""
+        """One object per subject with `batches()` (the network inputs and their
+        locations, as many windows per call as the application chose for the subject),
+        `add(mean, variance, locations)` and `write() -> paths`, for the inference
+        driver."""
         raise NotImplementedError
 
     def evaluate_outputs(self, output_dir: str) -> list[dict]:

@@ -1,6 +1,7 @@
 """One subject's grid inference: its windows, the blending per task, the files written.
 
-The engine runs the network over `batches()` and hands every batch's decoded outputs to
+The application plans the windows (their size and how many go through the network per
+call: `inference_windows`); the engine runs the network over `batches()` and hands every batch's decoded outputs to
 `add()`; `write()` blends them into volumes on the preprocessed grid, takes each back to
 the input's own grid (padding, resampling and reorientation undone) and writes it with
 the input's affine and header, through a temporary file and a rename. What each task
@@ -27,7 +28,7 @@ from sfg_app.io.writers import write_image
 class SubjectInference:
     def __init__(self, subject: PreprocessedSubject, *, plan, tasks: dict, image_sections,
                  output_dir: str, blending: str, with_variance: bool, spatial_dims: int,
-                 protected_paths=()):
+                 windows_per_call: int = 1, protected_paths=()):
         self.subject = subject
         self.subject_id = subject.subject_id
         self.plan = plan
@@ -35,6 +36,7 @@ class SubjectInference:
         self.image_sections = tuple(image_sections)
         self.output_dir = output_dir
         self.spatial_dims = spatial_dims
+        self.windows_per_call = int(windows_per_call)
         self.protected = frozenset(protected_paths)  # real paths (io.paths.real_paths)
         self.extension = output_extension(subject.record.source.path)
         self.aggregators: dict[str, dict[str, object]] = {}
@@ -58,10 +60,11 @@ class SubjectInference:
         return chosen
 
     # -- the engine's side ----------------------------------------------------------------
-    def batches(self, batch_size: int):
-        """`(network input (B, *window, C), locations)` over the subject's windows."""
+    def batches(self):
+        """`(network input (B, *window, C), locations)` over the subject's windows,
+        `windows_per_call` at a time (the last batch may hold fewer)."""
         arrays = {name: self.subject.arrays[name] for name in self.image_sections}
-        for windows, locations in self.plan.batches(arrays, batch_size):
+        for windows, locations in self.plan.batches(arrays, self.windows_per_call):
             image = np.concatenate([windows[name] for name in self.image_sections], axis=-1)
             if self.spatial_dims == 2:
                 image = image[:, :, :, 0, :]

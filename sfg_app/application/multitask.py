@@ -19,6 +19,8 @@ from sfg_app.application.batches import BatchLayout
 from sfg_app.application.data import RunData
 from sfg_app.application.exported import check_exported_network
 from sfg_app.application.inference import SubjectInference
+from sfg_app.application.inference_windows import (DEFAULT_MEMORY_SHARE, InferenceWindows,
+                                                   inference_bytes_per_voxel)
 from sfg_app.application.inputs import files_as_subjects, image_channels
 from sfg_app.application.network import NetworkBuilder
 from sfg_app.application.objective import Objective, weighting_layer
@@ -26,8 +28,11 @@ from sfg_app.application.optimisers import learning_rate
 from sfg_app.application.outputs import check_outputs, input_files
 from sfg_app.application.scoring import scored_rows
 from sfg_app.application.tasks import build_tasks
+from sfg_app.data.samplers.base import spatial_shape
 from sfg_app.data.samplers.grid import GridSampler
 from sfg_app.errors import DataError
+from sfg_app.io.readers import available_memory
+from sfg_app.networks.stages import HIGHRES_STAGES
 from sfg_app.registry import OPTIMISERS
 
 
@@ -184,16 +189,36 @@ class MultiTaskApplication(Application):
                              output_dir, self.settings.inference.architecture == "sample",
                              overwrite)
 
+    def inference_windows(self) -> InferenceWindows:
+        """The rule that sizes each subject's inference windows and the windows per
+        network call (`inference_windows`): `[INFERENCE] spatial_window_size` and
+        `memory_limit` (default: a quarter of the memory available now), the estimate of
+        the network's bytes per window voxel."""
+        inference, network = self.settings.inference, self.settings.network
+        limit = (inference.memory_limit * 2 ** 20 if inference.memory_limit is not None
+                 else int(available_memory() * DEFAULT_MEMORY_SHARE))
+        stages = getattr(self.network.network_class, "plan", ()) or HIGHRES_STAGES
+        outputs = sum(task.head_channels for task in self.tasks.values()
+                      if task.head_kind == "voxel")
+        per_voxel = inference_bytes_per_voxel(
+            stages, network.layer_scale, self.spatial_dims,
+            input_channels=self.input_channels, output_channels=max(outputs, 1))
+        window = inference.spatial_window_size
+        return InferenceWindows(self.data.window_size, inference.border, max(int(limit), 1),
+                                per_voxel, None if window is None else tuple(window),
+                                network.batch_size)
+
     def inference_subjects(self, subjects, output_dir=None, tasks=None):
         """A `SubjectInference` per subject, preprocessed when the engine reaches it,
-        blending and writing the outputs of `tasks` (default: every task)."""
+        blending and writing the outputs of `tasks` (default: every task), over windows
+        sized by `inference_windows` (with `window_sampling = resize`: the volume resized
+        to the training window)."""
         tasks = self._inferred_tasks(tasks)
         images = self.data.roles.images
         inference = self.settings.inference
         output_dir = str(output_dir or inference.save_seg_dir)
-        plan_windows = (self.data.sampler().inference_plan
-                        if self.settings.network.window_sampling == "resize" else
-                        GridSampler(self.data.window_size, inference.border).plan)
+        resize = self.settings.network.window_sampling == "resize"
+        windows = None if resize else self.inference_windows()
         protected = input_files(subjects)
         for subject in subjects:
             processed = self.data.preprocess(subject, sections=images)
@@ -203,11 +228,21 @@ class MultiTaskApplication(Application):
                     f"Subject {subject.subject_id} ({', '.join(subject.paths[n] for n in images)})"
                     f" has {channels} channel(s); the network takes {self.input_channels}, as "
                     "the first subject's images have. Every subject needs the same channels.")
+            if resize:
+                plan, per_call = self.data.sampler().inference_plan(processed.arrays), 1
+            else:
+                choice = windows.choose(spatial_shape(processed.arrays))
+                plan = GridSampler(choice.window, inference.border).plan(processed.arrays)
+                per_call = choice.windows_per_call
+                print(f"{subject.subject_id}: {len(plan.locations)} window(s) of "
+                      f"{' x '.join(map(str, choice.window))}, {per_call} per network call "
+                      f"({choice.reason})", file=sys.stderr, flush=True)
             yield SubjectInference(
-                processed, plan=plan_windows(processed.arrays), tasks=tasks,
-                image_sections=images, output_dir=output_dir, blending=inference.blending,
+                processed, plan=plan, tasks=tasks, image_sections=images,
+                output_dir=output_dir, blending=inference.blending,
                 with_variance=inference.architecture == "sample",
-                spatial_dims=self.spatial_dims, protected_paths=protected)
+                spatial_dims=self.spatial_dims, windows_per_call=per_call,
+                protected_paths=protected)
 
     def check_exported_network(self, model, path, architecture: str) -> None:
         check_exported_network(model, path, architecture, self.tasks, self.spatial_dims,

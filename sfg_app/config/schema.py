@@ -201,6 +201,11 @@ SFG = SectionSchema(
     key("agreement_threshold", Float(-1, 1), 0.3,
         "allocation = agreement: the cosine between the tasks' gradients on a kernel's "
         "weights (moving averages over the warm-up) above which the kernel is shared."),
+    key("agreement_split", Choice("pull", "even"), "pull",
+        "allocation = agreement: how a layer's kernels that are not shared are split "
+        "between the tasks: pull (each to the task whose weighted loss pulls hardest on "
+        "it) or even (each task an equal number, each taking those that carry most of its "
+        "own gradient energy: no task's capacity depends on its loss's scale)."),
     key("impl", Choice("fused", "reference"), "fused",
         "fused: one masked convolution a layer; reference: one convolution a group."),
 )
@@ -365,7 +370,25 @@ INFERENCE = SectionSchema(
     "INFERENCE", "Sliding-window inference and its outputs.",
     key("border", Tuple(Int(0, _SIZE), 3), (0, 0, 0), "Voxels discarded (crop) or down-weighted "
         "at each side of a window's output; neighbouring windows overlap by twice the "
-        "border. Each must be less than half the window."),
+        "border. Each must be less than half the inference window: spatial_window_size "
+        "below when set, else the training window."),
+    key("spatial_window_size", Tuple(Int(1, _SIZE), 3),
+        Derived("per subject, the largest window whose network call fits memory_limit: "
+                "the whole (padded) volume plus the border when it fits, never smaller "
+                "than the training window"),
+        "Inference window in voxels, at least the training window (the image sections' "
+        "spatial_window_size) on every axis; 2D networks take (x, y, 1). The networks "
+        "are fully convolutional: a larger window means fewer windows and less overlap "
+        "to compute. With norm_layer = instance the outputs depend on the window (its "
+        "statistics are the window's). Set, [NETWORK] batch_size windows go through the "
+        "network per call; derived, as many as fit memory_limit, at most 64 (2D: "
+        "slices). Not used with window_sampling = resize (the whole volume is resized "
+        "to the training window)."),
+    key("memory_limit", Int(1, 2 ** 30), Derived("a quarter of the memory available when "
+                                                 "inference starts"),
+        "Megabytes (MiB, 2^20 bytes) that one network call's activations may take: it "
+        "sizes the derived spatial_window_size and the windows per call, from an "
+        "estimate of the network's bytes per window voxel (docs/inference.md)."),
     key("inference_iter", Int(-1), -1, "Checkpoint to use; -1: the latest."),
     key("save_seg_dir", Path(), UnderModelDir(RunLayout.INFERENCE), "Folder of the outputs."),
     key("overwrite", Bool(), False, "Replace outputs that exist already (as sfg_infer "

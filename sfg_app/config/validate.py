@@ -471,10 +471,34 @@ class _CrossChecks:
                                 "are left to train.")
 
     def check_border(self, border: tuple[int, int, int], window: tuple | None) -> None:
+        """The border against the inference window: the explicit one, else the training
+        window (the smallest a derived inference window can be)."""
         if window is not None and any(2 * b >= w for b, w in zip(border, window)):
             self.config.problem("INFERENCE", "border", invalid_value(
                 "INFERENCE", "border", f"each value less than half the window {window}",
                 border))
+
+    def check_inference_window(self, inference: dict[str, Any], window: tuple | None,
+                               network: dict[str, Any]) -> tuple | None:
+        """An explicit ``[INFERENCE] spatial_window_size``: used by grid inference only, at
+        least the training window, 2D when training is
+        (``arguments.inference_window_problem``). Returns it when it is valid."""
+        chosen = inference["spatial_window_size"]
+        if chosen is None:
+            return None
+        if network["window_sampling"] == "resize":
+            self.config.problem("INFERENCE", "spatial_window_size",
+                                "[INFERENCE] spatial_window_size does not apply with "
+                                "[NETWORK] window_sampling = resize: inference resizes each "
+                                "whole volume to the training window. Remove the key.")
+            return None
+        problem = window is not None and arguments.inference_window_problem(chosen, window)
+        if problem:
+            self.config.problem("INFERENCE", "spatial_window_size", invalid_value(
+                "INFERENCE", "spatial_window_size", problem, chosen,
+                "Leave it unset to have it derived from [INFERENCE] memory_limit."))
+            return None
+        return tuple(chosen)
 
 
 def _resolve(config: _TypedConfig) -> Settings:
@@ -493,7 +517,8 @@ def _resolve(config: _TypedConfig) -> Settings:
     checks.check_sfg(fixed["SFG"], len(task_names) + 1, fixed["TRAINING"]["max_iter"])
     checks.check_training(fixed["TRAINING"])
     checks.check_histogram(network, inputs)
-    checks.check_border(fixed["INFERENCE"]["border"], window)
+    inference_window = checks.check_inference_window(fixed["INFERENCE"], window, network)
+    checks.check_border(fixed["INFERENCE"]["border"], inference_window or window)
     config.problems.raise_if_any()
     sections = {FIXED_ATTRIBUTES[title][0]: FIXED_ATTRIBUTES[title][1](**values)
                 for title, values in fixed.items()}

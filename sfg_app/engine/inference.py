@@ -32,7 +32,6 @@ class InferenceOptions:
     inference_iter: int = -1
     architecture: str = "map"
     mc_samples: int = 10
-    batch_size: int = 2
     mixed_precision: str = "none"
     seed: int = 0
     #: An exported compact network (`<task>.keras` of sfg_export) to run instead of the
@@ -45,7 +44,6 @@ class InferenceOptions:
                    inference_iter=settings.inference.inference_iter,
                    architecture=settings.inference.architecture,
                    mc_samples=settings.inference.mc_samples,
-                   batch_size=settings.network.batch_size,
                    mixed_precision=settings.system.mixed_precision,
                    seed=settings.system.seed,
                    network=None if network is None else os.fspath(network))
@@ -84,14 +82,17 @@ class InferenceDriver:
         model = self.load_model() if model is None else model
         app = self.application
 
-        @tf.function(jit_compile=False)
+        # Windows differ in size between subjects (and the last batch of a subject holds
+        # fewer): `reduce_retracing` relaxes the traced shapes to None after the first
+        # change, so one trace serves every later batch.
+        @tf.function(jit_compile=False, reduce_retracing=True)
         def predict(image):
             return app.decode_outputs(model(image, training=False))
 
         samples = self.plan.mc_samples if self.plan.architecture == "sample" else 1
         written = []
         for subject in subjects:
-            for image, locations in subject.batches(self.plan.batch_size):
+            for image, locations in subject.batches():
                 mean, variance = _moments(predict, image, samples)
                 subject.add(mean, variance, locations)
             files = subject.write()

@@ -115,25 +115,22 @@ class TrainingDriver:
             return optimiser.scale_loss(loss) if scaled else loss
 
         def replica_step(batch):
-            if probe:
-                kernels = [v for layer in model.grouped_kernels() for v in layer]
+            if probe or balanced:  # gradients of each task's loss: a persistent tape
                 with tf.GradientTape(persistent=True) as tape:
                     outputs = model(app.network_inputs(batch), training=True)
                     total, logs, (terms, regulariser) = app.loss_parts(
                         model, objective, outputs, batch)
                     loss = scale(total)
-                gradients = tape.gradient(loss, variables)
-                model.record_gradients(_gradients_per_part(tape, list(terms.values()),
-                                                           kernels))
-                del tape
-            elif balanced:
-                with tf.GradientTape(persistent=True) as tape:
-                    outputs = model(app.network_inputs(batch), training=True)
-                    total, logs, (terms, regulariser) = app.loss_parts(
-                        model, objective, outputs, batch)
                     parts = [scale(term) for term in terms.values()] + [scale(regulariser)]
-                gradients = _balanced_gradients(_gradients_per_part(tape, parts, variables),
-                                                balanced)
+                if balanced:
+                    gradients = _balanced_gradients(
+                        _gradients_per_part(tape, parts, variables), balanced)
+                else:
+                    gradients = tape.gradient(loss, variables)
+                if probe:
+                    kernels = [v for layer in model.grouped_kernels() for v in layer]
+                    model.record_gradients(_gradients_per_part(tape, list(terms.values()),
+                                                               kernels))
                 del tape
             else:
                 with tf.GradientTape() as tape:

@@ -68,21 +68,33 @@ class TaskAgreement(keras.layers.Layer):
         return np.mean([dots[:, n] / np.sqrt(energy[:, i] * energy[:, j] + 1e-30)
                         for n, (i, j) in enumerate(self.pairs)], axis=0)
 
-    def decide(self, threshold: float) -> np.ndarray:
+    def decide(self, threshold: float, split: str = "pull") -> np.ndarray:
         """Each kernel's group (``0..tasks - 1`` a task's, ``tasks`` the shared one).
 
         A kernel whose cosine passes ``threshold`` is shared: a step for one task moves
-        its weights the way the others need too. Any other goes to the task whose
-        (weighted) loss pulls hardest on its weights, the larger gradient energy: a task
-        that needs much of a layer keeps it. Measured per task instead (each task's
-        energies over their mean), an easy task took half of every layer and starved the
-        other (relatedness 0, seed 1: organ Dice 0.54 against 0.73; docs/results.md). A
-        task left without a kernel in the layer (none its own, none shared) gets the one
+        its weights the way the others need too. The others are split between the tasks
+        (``split``):
+
+        - ``pull``: each goes to the task whose (weighted) loss pulls hardest on its
+          weights, the larger gradient energy. The losses' scales then decide: on the CT
+          pair the synthesis pulled hardest on the last layer and took 24 to 31 of its 32
+          kernels, and the organs, left with the rest, failed (docs/results.md).
+        - ``even``: each task gets an equal number (the first tasks one more where they do
+          not divide), and takes those that carry the largest share of its own energy in
+          the layer: the kernels a task relies on most, whatever its loss's scale.
+
+        A task left without a kernel in the layer (none its own, none shared) gets the one
         it pulls hardest: with mixed connectivity it would otherwise lose every path to
         its head.
         """
+        arguments.one_of(split, "split", ("pull", "even"))
         energy = self._numpy(self.task_energy)
-        groups = np.where(self.cosines() > threshold, self.tasks, np.argmax(energy, axis=1))
+        shared = self.cosines() > threshold
+        if split == "pull":
+            groups = np.where(shared, self.tasks, np.argmax(energy, axis=1))
+        else:
+            groups = np.full(self.filters, self.tasks)
+            groups[~shared] = _even_split(energy[~shared] / (energy.sum(axis=0) + 1e-30))
         if not np.any(groups == self.tasks):
             for task in range(self.tasks):
                 if not np.any(groups == task):
@@ -100,3 +112,19 @@ class TaskAgreement(keras.layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, tasks=self.tasks)
         return config
+
+
+def _even_split(shares: np.ndarray) -> np.ndarray:
+    """The task of each row of ``shares`` (kernels x tasks: each kernel's share of each
+    task's energy), every task getting ``len // tasks`` kernels (the first ones one more
+    for the remainder): the largest share left is assigned first, greedily."""
+    kernels, tasks = shares.shape
+    quota = np.full(tasks, kernels // tasks)
+    quota[:kernels % tasks] += 1
+    groups = np.full(kernels, -1)
+    order = np.argsort(-shares, axis=None, kind="stable")
+    for kernel, task in zip(*np.unravel_index(order, shares.shape)):
+        if groups[kernel] < 0 and quota[task] > 0:
+            groups[kernel] = task
+            quota[task] -= 1
+    return groups

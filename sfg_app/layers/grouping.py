@@ -94,6 +94,7 @@ class GroupingConfig:
     logit_gradient: str = _default("logit_gradient")
     allocation: str = _default("allocation")
     agreement_threshold: float = _default("agreement_threshold")
+    agreement_split: str = _default("agreement_split")
     fixed_from: int | None = None
 
     def __post_init__(self):
@@ -370,7 +371,8 @@ class FilterGrouping(keras.layers.Layer):
         """Decides every kernel's group from the measured agreement (`TaskAgreement`),
         sets the logits to it (probability 0.98 on the chosen group) and returns the
         groups, ``(filters,)``."""
-        groups = self.measure.decide(self.grouping.agreement_threshold)
+        groups = self.measure.decide(self.grouping.agreement_threshold,
+                                     self.grouping.agreement_split)
         probabilities = np.full((self.filters, self.num_groups),
                                 0.02 / (self.num_groups - 1), np.float32)
         probabilities[np.arange(self.filters), groups] = 0.98

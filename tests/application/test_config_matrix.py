@@ -154,7 +154,9 @@ def test_blending_modes_and_probabilities(project, sfg_run, tmp_path):
     for blending in ("crop", "constant", "gaussian"):
         settings = configure(project, sfg_run["sections"],
                              INFERENCE={"blending": blending, "border": (3, 3, 2),
-                                        "save_seg_dir": str(tmp_path / blending)},
+                                        "save_seg_dir": str(tmp_path / blending),
+                                        # the training window: several, overlapping
+                                        "spatial_window_size": (16, 16, 16)},
                              **{"TASK organs": {"save_probabilities": True}})
         commands.infer(settings)
         folder = tmp_path / blending
@@ -269,7 +271,9 @@ def test_finetune_iter_fixes_the_architecture_of_the_last_iterations(project, fi
 
 def test_uncertainty_weighting_with_dense_groups_and_decay_resumes(project):
     sections = phantom_sections("run_uncertainty")
-    changes = {"MULTITASK": {"weighting": "uncertainty"}, "SFG": {"connectivity": "dense"},
+    # logit_gradient = balanced: the driver's per-task gradients through the same run.
+    changes = {"MULTITASK": {"weighting": "uncertainty"},
+               "SFG": {"connectivity": "dense", "logit_gradient": "balanced"},
                "NETWORK": {"decay": 1e-4}}
     first = run(configure(project, sections, **changes))
     trained = first.objective.get_weights()[0]

@@ -82,3 +82,18 @@ def test_the_decided_architecture_is_reached_over_transition_iter_steps():
     halfway = ops.convert_to_numpy(grouping.masks("train", temperature=1.0, fixed=0.25))
     # A kernel leaving the shared group still feeds the other task, a quarter less.
     np.testing.assert_allclose(halfway, [[0.25, 0, 0.75], [0, 0.25, 0.75], [0, 0, 1]])
+
+
+def test_an_even_split_gives_each_task_as_many_kernels_by_its_own_energy_share():
+    grouping = _grouping(filters=6)
+    # Task 1's loss pulls 100 times harder everywhere: `pull` gives it every kernel but
+    # the one task 0 must keep.
+    energy = np.array([[4, 100], [3, 300], [2, 200], [1, 400], [0.5, 900], [1, 100.0]])
+    grouping.measure.task_energy.assign(energy)
+    grouping.measure.task_dots.assign(np.zeros((6, 1)))
+    assert grouping.measure.decide(0.3, "pull").tolist() == [0, 1, 1, 1, 1, 1]
+    # Own shares: task 0 relies most on kernels 0, 1, 2; task 1 on 4, 3, then 2 (taken).
+    assert grouping.measure.decide(0.3, "even").tolist() == [0, 0, 0, 1, 1, 1]
+    grouping.measure.task_dots.assign(np.array([[0.0], [0], [0], [0], [0], [300.0]]))
+    # Kernel 5 agrees (cosine 0.95): shared; five left, the first task gets the extra one.
+    assert grouping.measure.decide(0.3, "even").tolist() == [0, 0, 0, 1, 1, 2]
