@@ -11,7 +11,12 @@ on disk to the outputs on disk:
   ``overlap * W``, as MONAI's), the blending, the way back to the input's grid, and both
   tasks' outputs written (organ labels, synthetic CT). ``dense`` is ``hard_shared``,
   ``map`` and ``sample`` are ``sfg_highres3dnet`` at ``[INFERENCE] architecture = map``
-  and ``sample`` with ``--mc-samples`` draws, all at layer_scale 1 (HighRes3DNet's
+  and ``sample`` with ``--mc-samples`` draws, all on windows of the training window's
+  size (``[INFERENCE] spatial_window_size`` = W^3); ``large`` is ``map`` on the windows
+  sfg chooses by default (as large as a quarter of the available memory allows, the
+  whole volume where it fits, with the same border); all at layer_scale 1 with batch
+  normalisation (MONAI's HighResNet's default; with instance normalisation sfg keeps the
+  training window, docs/inference.md) (HighRes3DNet's
   16/32/64 kernels). Their checkpoints come from one training iteration on small
   phantoms: inference time does not depend on the weights' values.
 - monai: nibabel reading, z-score, ``sliding_window_inference(roi_size=W^3, overlap,
@@ -24,7 +29,7 @@ voxels. Needs torch and MONAI for the reference (``pip install -e ".[bench]"``);
 them ``--models dense map sample`` runs alone. On CPU, run it alone:
 
     flock -x /tmp/sfg_cpu.lock python scripts/bench/bench_infer.py
-    python scripts/bench/bench_infer.py --shape 128 128 64 --models dense map monai  # quick
+    python scripts/bench/bench_infer.py --shape 128 128 64 --models map large monai  # quick
 
 Beside the seconds, each method's arithmetic: multiply-adds per window voxel (sfg: from
 its kernels' shapes, as bench_train.py counts them; MONAI: the weights of its
@@ -52,25 +57,29 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-MODELS = ("dense", "map", "sample", "monai")
-NETWORKS = {"dense": "hard_shared", "map": "sfg_highres3dnet", "sample": "sfg_highres3dnet"}
+MODELS = ("dense", "map", "sample", "large", "monai")
+NETWORKS = {"dense": "hard_shared", "map": "sfg_highres3dnet", "sample": "sfg_highres3dnet",
+            "large": "sfg_highres3dnet"}
 
 
 def config_text(model_dir, data, window: int, network: str, batch: int, border: int,
-                architecture: str, samples: int) -> str:
+                architecture: str, samples: int, large: bool = False) -> str:
     """The tiny run's config (sfg_app.demo.configs) for a network at full width (layer_scale
     1) trained one iteration on the phantoms in ``data``, then inferring with cubic
-    windows."""
+    windows of the training window's size, or (``large``) with the windows sfg derives
+    from the memory available (``[INFERENCE] spatial_window_size`` unset)."""
     from sfg_app.demo.configs import ini_text, phantom_sections
 
     return ini_text(phantom_sections(model_dir, data=data, changes={
         "SYSTEM": {"num_threads": None},
         "MR": {"spatial_window_size": (window,) * 3},
-        "NETWORK": {"name": network, "batch_size": batch, "layer_scale": None},
+        "NETWORK": {"name": network, "batch_size": batch, "layer_scale": None,
+                    "norm_layer": "batch"},
         "TRAINING": {"save_every_n": None, "validation_every_n": 0,
                      "exclude_fraction_for_inference": None},
         "INFERENCE": {"border": (border,) * 3, "architecture": architecture,
-                      "mc_samples": samples}}))
+                      "mc_samples": samples,
+                      "spatial_window_size": None if large else (window,) * 3}}))
 
 
 def parse_args(argv):
@@ -132,17 +141,20 @@ def sfg_arithmetic(settings, job: dict) -> dict:
     them) and the window voxels the networks computed (the windows of sfg's own grid, times
     the passes: K in ``sample`` mode)."""
     import nibabel as nib
+    import numpy as np
 
     from bench_train import multiply_adds_per_voxel
     from sfg_app.commands import make_application
     from sfg_app.data.samplers.grid import GridSampler
 
-    network = make_application(settings).build_network()
-    window = (job["window"],) * 3
-    grid = GridSampler(window, (job["border"],) * 3).plan(nib.load(job["volume"]).shape[:3])
+    application = make_application(settings)
+    network = application.build_network()
+    shape = nib.load(job["volume"]).shape[:3]
+    window = application.inference_windows().choose(shape).window
+    grid = GridSampler(window, (job["border"],) * 3).plan(shape)
     passes = job["samples"] if job["model"] == "sample" else 1
-    return {"multiply_adds": multiply_adds_per_voxel(network),
-            "window_voxels": len(grid.locations) * job["window"] ** 3 * passes}
+    return {"multiply_adds": multiply_adds_per_voxel(network), "window": list(window),
+            "window_voxels": len(grid.locations) * int(np.prod(window)) * passes}
 
 
 def run_monai(job: dict) -> dict:
@@ -247,7 +259,7 @@ def prepare(args, work: pathlib.Path) -> dict:
             model_dir=work / f"run_{NETWORKS[model]}", data=work / "small", window=args.window,
             network=NETWORKS[model], batch=args.batch, border=border,
             architecture="sample" if model == "sample" else "map",
-            samples=args.mc_samples), encoding="utf-8")
+            samples=args.mc_samples, large=model == "large"), encoding="utf-8")
         configs[model] = str(config)
         if not RunFolder(work / f"run_{NETWORKS[model]}").checkpoints.exists():
             # One iteration on small windows: the weights do not depend on the window.
@@ -294,8 +306,10 @@ def main(argv=None) -> int:
     results = {}
     for model in args.models:
         results[model] = measure(args, work, prepared, model)
+        window = results[model].get("window")
         print(f"  {model:>6}: {results[model]['seconds']:8.1f} s, peak "
-              f"{results[model]['peak_mb']:7.0f} MB", flush=True)
+              f"{results[model]['peak_mb']:7.0f} MB"
+              + (f", windows of {'x'.join(map(str, window))}" if window else ""), flush=True)
     reference = results.get("monai")
     print(f"\n{'method':>8} {'seconds':>9} {'peak MB':>9} {'time / monai':>13} "
           f"{'MAC/voxel':>10} {'window voxels':>14} {'GFLOP/s':>8} {'of roof':>8}")
@@ -307,6 +321,9 @@ def main(argv=None) -> int:
               f"{gflops:8.1f} {gflops / roof:8.0%}")
     if reference and "map" in results:
         print(f"ratio sfg/monai: {results['map']['seconds'] / reference['seconds']:.2f}")
+    if reference and "large" in results:
+        print(f"ratio sfg large windows/monai: "
+              f"{results['large']['seconds'] / reference['seconds']:.2f}")
     return 0
 
 

@@ -206,7 +206,7 @@ class MultiTaskApplication(Application):
         window = inference.spatial_window_size
         return InferenceWindows(self.data.window_size, inference.border, max(int(limit), 1),
                                 per_voxel, None if window is None else tuple(window),
-                                network.batch_size)
+                                network.batch_size, largest=network.norm_layer != "instance")
 
     def inference_subjects(self, subjects, output_dir=None, tasks=None):
         """A `SubjectInference` per subject, preprocessed when the engine reaches it,

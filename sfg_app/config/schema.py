@@ -373,14 +373,15 @@ INFERENCE = SectionSchema(
         "border. Each must be less than half the inference window: spatial_window_size "
         "below when set, else the training window."),
     key("spatial_window_size", Tuple(Int(1, _SIZE), 3),
-        Derived("per subject, the largest window whose network call fits memory_limit: "
-                "the whole (padded) volume plus the border when it fits, never smaller "
-                "than the training window"),
+        Derived("with norm_layer = batch or none, per subject the largest window whose "
+                "network call fits memory_limit: the whole (padded) volume plus the "
+                "border when it fits, never smaller than the training window; with "
+                "instance normalisation, the training window"),
         "Inference window in voxels, at least the training window (the image sections' "
         "spatial_window_size) on every axis; 2D networks take (x, y, 1). The networks "
         "are fully convolutional: a larger window means fewer windows and less overlap "
         "to compute. With norm_layer = instance the outputs depend on the window (its "
-        "statistics are the window's). Set, [NETWORK] batch_size windows go through the "
+        "statistics are the window's), so the derived window is the training one. Set, [NETWORK] batch_size windows go through the "
         "network per call; derived, as many as fit memory_limit, at most 64 (2D: "
         "slices). Not used with window_sampling = resize (the whole volume is resized "
         "to the training window)."),

@@ -74,6 +74,26 @@ def test_2d_windows_are_whole_planes_and_calls_take_as_many_slices_as_fit():
         (100, 90, 5)).windows_per_call == 5  # at most the subject's slices
 
 
+def test_instance_normalisation_keeps_the_training_window_with_as_many_per_call_as_fit():
+    rule = windows(budget_mib=64, per_voxel=1000, training=(24, 24, 1), border=(2, 2, 0),
+                   largest=False)
+    choice = rule.choose((100, 90, 40))
+    assert choice.window == (24, 24, 1)
+    assert choice.windows_per_call == MAX_WINDOWS_PER_CALL  # 5 x 5 x 40 windows, 64 fit
+    assert "instance normalisation" in choice.reason
+    assert windows(largest=False).choose((20, 18, 16)).window == (16, 16, 16)
+
+
+def test_the_application_keeps_the_training_window_only_with_instance_normalisation(
+        tmp_path):
+    write_dataset(tmp_path / "data", subjects=3, seed=1, shape=TINY_SHAPE)
+    for norm, largest in (("instance", False), ("batch", True), ("none", True)):
+        settings = settings_from_dict(phantom_sections("run", {
+            "NETWORK": {"norm_layer": norm}}), base_dir=tmp_path)
+        rule = commands.make_application(settings).inference_windows()
+        assert rule.largest is largest, norm
+
+
 def test_an_explicit_window_is_used_as_it_is_with_the_training_batch():
     choice = windows(window=(32, 32, 16), batch_size=3).choose((200, 200, 200))
     assert choice.window == (32, 32, 16) and choice.windows_per_call == 3

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+METHODS = ("dense", "map", "sample", "large")
 SCRIPT = REPO / "scripts" / "bench" / "bench_infer.py"
 
 # HighRes3DNet at layer_scale 1 (widths 16, 32, 64, 64, 64; 3 residual units of two
@@ -30,14 +31,14 @@ def table(output: str) -> dict[str, list[str]]:
     rows = {}
     for line in output.splitlines():
         fields = line.split()
-        if fields and fields[0] in ("dense", "map", "sample", "monai") and len(fields) == 8:
+        if fields and fields[0] in (*METHODS, "monai") and len(fields) == 8:
             rows[fields[0]] = fields
     return rows
 
 
 @pytest.mark.slow
 def test_a_small_run_counts_the_arithmetic_of_each_method(tmp_path):
-    models = ["dense", "sample"]
+    models = ["dense", "sample", "large"]
     with_monai = importlib.util.find_spec("monai") is not None
     if with_monai:
         models.append("monai")
@@ -55,9 +56,13 @@ def test_a_small_run_counts_the_arithmetic_of_each_method(tmp_path):
     assert rows["dense"][5] == f"{8 * 16 ** 3:,d}"
     assert rows["sample"][4] == "1,162,096"
     assert rows["sample"][5] == f"{2 * 8 * 16 ** 3:,d}"
+    # The default windows: the whole volume and the border on each side, one window.
+    assert rows["large"][4] == "1,162,096"
+    assert rows["large"][5] == f"{24 * 22 * 20:,d}"
     written = {model: sorted(p.name for p in (tmp_path / f"out_{model}").glob("*.nii.gz"))
                for model in models}
-    assert written["dense"] == ["volume_organs.nii.gz", "volume_synth_ct.nii.gz"]
+    assert written["dense"] == written["large"] == ["volume_organs.nii.gz",
+                                                    "volume_synth_ct.nii.gz"]
     assert written["sample"] == ["volume_organs.nii.gz", "volume_organs_var.nii.gz",
                                  "volume_synth_ct.nii.gz", "volume_synth_ct_var.nii.gz"]
     if with_monai:
