@@ -9,23 +9,16 @@ import numpy as np
 import pytest
 
 from sfg_app.errors import SFGError
+from script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 needs_nilearn = pytest.mark.skipif(importlib.util.find_spec("nilearn") is None,
                                    reason="nilearn is not installed (pip install nilearn)")
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("extract_mni",
-                                                  REPO / "scripts" / "extract_mni.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory):
-    script = _script()
+    script = load_script("scripts/extract_mni.py")
     out = tmp_path_factory.mktemp("mni")
     assert script.main(["--out", str(out)]) == 0
     return script, out
@@ -33,7 +26,7 @@ def extracted(tmp_path_factory):
 
 @needs_nilearn
 def test_templates_are_found_in_the_installed_nilearn():
-    script = _script()
+    script = load_script("scripts/extract_mni.py")
     sources = script.nilearn_templates()
     assert set(sources) == {"t1", "gm", "wm"}
     nilearn_folder = Path(importlib.util.find_spec("nilearn").origin).parent
@@ -76,12 +69,12 @@ def test_labels_follow_the_argmax_rule_with_ties_to_the_first():
     gm = np.array([200, 0, 255, 0, 100, 0], dtype=np.uint8).reshape(6, 1, 1)
     wm = np.array([0, 0, 0, 255, 100, 0], dtype=np.uint8).reshape(6, 1, 1)
     # gm and wm maxima are 255; p_other = 1 - gm - wm; the first voxel is outside the brain
-    labels = _script().tissue_labels(t1, gm, wm).ravel()
+    labels = load_script("scripts/extract_mni.py").tissue_labels(t1, gm, wm).ravel()
     np.testing.assert_array_equal(labels, [0, 1, 2, 3, 2, 1])   # gm = wm: grey matter
 
 
 def test_missing_nilearn_names_the_package_and_the_install_command(monkeypatch, tmp_path):
-    script = _script()
+    script = load_script("scripts/extract_mni.py")
     real = importlib.util.find_spec
     monkeypatch.setattr(script.importlib.util, "find_spec",
                         lambda name, *args: None if name == "nilearn" else real(name, *args))

@@ -1,7 +1,6 @@
 """The pelvic phantom generator: determinism, tissue contrast, geometry, files, CLI, and the
 committed data set."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -12,16 +11,10 @@ from scipy import ndimage
 
 from sfg_app.demo import phantoms as P
 from sfg_app.errors import ConfigError
+from script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = (24, 20, 16)
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _grid_at(generator, index, anatomical_point, spacing=8.0, axcodes="RAS", shape=TINY):
@@ -261,7 +254,7 @@ def test_written_files_share_one_grid_with_valid_headers(tmp_path):
 
 
 def test_make_phantoms_cli_writes_data_readme_and_png(tmp_path):
-    script = _script("make_phantoms")
+    script = load_script("scripts/make_phantoms.py")
     assert script.main(["--out", str(tmp_path / "set"), "--subjects", "1", "--seed", "9",
                         "--png", str(tmp_path / "one.png")]) == 0
     assert len(list((tmp_path / "set").glob("pelvis_000_*.nii.gz"))) == 4
@@ -282,7 +275,7 @@ def test_committed_phantoms_match_the_documented_command():
                         r"--subjects (\d+) --seed (\d+)", readme)
     assert command, "data/phantoms/README.md must give the generating command"
     subjects, seed = int(command.group(1)), int(command.group(2))
-    assert readme == _script("make_phantoms").readme_text(Path("data/phantoms"), subjects, seed)
+    assert readme == load_script("scripts/make_phantoms.py").readme_text(Path("data/phantoms"), subjects, seed)
     generator = P.PelvisPhantoms(seed)
     names = {p.name for p in folder.glob("*.nii.gz")}
     assert names == {f"{P.subject_id(i)}_{s}.nii.gz" for i in range(subjects)
@@ -338,7 +331,7 @@ def test_an_invalid_relatedness_is_named(value):
 
 
 def test_make_phantoms_writes_the_view_and_signal_of_a_relatedness(tmp_path):
-    script = _script("make_phantoms")
+    script = load_script("scripts/make_phantoms.py")
     folder = tmp_path / "set"
     assert script.main(["--out", str(folder), "--subjects", "1", "--seed", "2",
                         "--relatedness", "0.25"]) == 0

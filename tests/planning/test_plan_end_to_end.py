@@ -10,7 +10,6 @@ the network's image. The minimal configs set `layer_scale` (kept by the plan) an
 `--memory-gb` is small, so that the planned windows, and the runs, are tiny.
 """
 
-import importlib.util
 import pathlib
 
 import nibabel as nib
@@ -23,6 +22,7 @@ from sfg_app.cli import train as cli_train
 from sfg_app.config import load_settings
 from sfg_app.demo.phantoms import write_dataset
 from planning_data import minimal_config
+from script_modules import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = ("--memory-gb", "0.1")
@@ -100,18 +100,10 @@ def test_a_ct_image(tmp_path):
     assert settings.network.name == "highres3dnet"
 
 
-def _extract_mni():
-    spec = importlib.util.spec_from_file_location("extract_mni",
-                                                  ROOT / "scripts" / "extract_mni.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def write_mni_subjects(folder: pathlib.Path) -> None:
     """Three subjects from the one template: every 6th voxel; the same flipped left-right
     (an LAS file); cropped, every 5th voxel. T1, tissue labels 0-3, grey matter x 255."""
-    extract = _extract_mni()
+    extract = load_script("scripts/extract_mni.py")
     sources = extract.nilearn_templates()
     images = {kind: nib.load(str(path)) for kind, path in sources.items()}
     arrays = {kind: np.asarray(image.dataobj) for kind, image in images.items()}

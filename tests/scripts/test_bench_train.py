@@ -2,8 +2,6 @@
 shapes against hand counts, the FLOPs of a step, the demo size against configs/demo.ini,
 and the config it writes (valid, with nothing written inside the timed steps)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,21 +14,13 @@ from sfg_app.networks.heads import HeadSpec
 from sfg_app.networks.highres3dnet import SFGHighRes3DNet
 from sfg_app.networks.stages import HIGHRES_STAGES
 from sfg_app.networks.vgg import SFGVGG
+from script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 HEADS = {"seg": HeadSpec("voxel", 2), "reg": HeadSpec("voxel", 1)}
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "bench_train", REPO / "scripts" / "bench" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while defined
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _script()
+bench = load_script("scripts/bench/bench_train.py")
 
 
 def _built(network):
