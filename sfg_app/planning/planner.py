@@ -89,10 +89,11 @@ class _Choices:
 
 def make_plan(request: Request, fp: Fingerprint, output: pathlib.Path, device: str = "cpu",
               gpu_gb: float | None = None, memory_gb: float | None = None,
-              available: int | None = None) -> rules.Plan:
+              available: int | None = None, cores: int | None = None) -> rules.Plan:
     """Every planned value, with its reason (the rules' module docstring)."""
     settings = request.settings
     available = available_memory() if available is None else available
+    cores = rules.cpu_cores() if cores is None else cores
     plan = rules.Plan()
     choose = _Choices(request, plan)
     ref = fp.reference
@@ -132,12 +133,20 @@ def make_plan(request: Request, fp: Fingerprint, output: pathlib.Path, device: s
                      len(tasks) > 1 else "one task: the dense HighRes3DNet")
     stages = rules.stages_of(network)
     layer_scale = settings.network.layer_scale
+    if device == "cpu":
+        layer_scale = choose("NETWORK", "layer_scale", rules.CPU_LAYER_SCALE,
+                             "on a CPU, half width: a quarter of the arithmetic per voxel, "
+                             "so that a step of a few seconds holds larger windows")
     columns = len(tasks) if network == "cross_stitch" else 1
     per_voxel = rules.activation_bytes(stages, layer_scale, columns)
     budget, budget_reason = rules.memory_budget(device, gpu_gb, memory_gb, available)
+    flops, flops_reason = rules.compute_budget(device, cores)
+    step_voxels = flops / rules.training_flops(stages, layer_scale, two_d, columns,
+                                               len(settings.multitask.image))
     dataset_voxels = float(shapes.prod(axis=1).sum())
     window_plan = rules.choose_window(smallest, pixdim, two_d, budget, per_voxel,
-                                      rules.pooling_divisor(stages), dataset_voxels)
+                                      rules.pooling_divisor(stages), dataset_voxels,
+                                      step_voxels, flops_reason)
     if not window_plan.fits:
         plan.warnings.append(
             f"The memory budget ({budget_reason}) is below what the smallest window "

@@ -24,7 +24,10 @@ The rules follow nnU-Net's (Isensee et al., Nature Methods 2021), kept simple:
   `TENSORS_PER_CHANNEL` tensors per channel of every convolution (measured), over the
   network's widths.
   Budget: half the available memory of a CPU machine (the data workers and the volume
-  cache share it), 85 % of a GPU's.
+  cache share it), 85 % of a GPU's. On a CPU the arithmetic binds before the memory does
+  (a window that fits 12 GiB takes minutes a step on a laptop): the network is planned at
+  half width (`CPU_LAYER_SCALE`, unless given) and a step does at most
+  `CPU_STEP_SECONDS` of arithmetic at `CPU_FLOPS_PER_CORE` per core (`training_flops`).
 - **Sampler**: balanced when a class holds less than `RARE_CLASS` of the voxels.
 - **Schedule**: ``max_iter`` gives each training voxel about `PASSES` windows (1000 to
   50000 iterations); the SFG schedule keeps the recipe's proportions (150 warm-up and 100
@@ -59,6 +62,13 @@ MIN_ITER, MAX_ITER = 1000, 50000
 TENSORS_PER_CHANNEL = 4
 #: Share of the memory the training activations may take, by device kind.
 BUDGET_SHARE = {"cpu": 0.5, "gpu": 0.85}
+#: A CPU training step's arithmetic budget: seconds at a sustained rate per core. 50
+#: GFLOP/s is about 60 % of an AVX2 core's float32 roof (sfg's training step ran at 63 %
+#: of an AVX-512 Xeon's, docs/speed.md); an AVX-512 core does about twice as much.
+CPU_STEP_SECONDS = 2.0
+CPU_FLOPS_PER_CORE = 50e9
+#: The width planned for a CPU: a quarter of the arithmetic per voxel of full width.
+CPU_LAYER_SCALE = 0.5
 WINDOW_STEP = 8
 WINDOW_CAP = {3: 128, 2: 512}
 #: The stage tables of the registered networks (read without importing Keras); a
@@ -316,6 +326,40 @@ def activation_bytes(stages: Sequence[StageSpec], layer_scale: float, columns: i
     return int(math.ceil(4 * TENSORS_PER_CHANNEL * channels * columns))
 
 
+def training_flops(stages: Sequence[StageSpec], layer_scale: float, two_d: bool,
+                   columns: int = 1, in_channels: int = 1) -> int:
+    """Floating-point operations per window voxel of a training step: every convolution's
+    multiply-adds (3x3 or 3x3x3 taps x input x output channels), two operations each,
+    three times (the forward pass and the two products of the backward pass). Pooled
+    stages count what their resolution keeps."""
+    taps = 9 if two_d else 27
+    macs, scale, previous = 0.0, 1.0, in_channels
+    for stage in stages:
+        width = max(1, round(stage.filters * layer_scale))
+        macs += scale * taps * width * (previous + 2 * stage.residual_units * width)
+        previous = width
+        if stage.pool:
+            scale /= 4 if two_d else 8
+    return int(math.ceil(6 * macs * columns))
+
+
+def compute_budget(device: str, cores: int) -> tuple[float, str]:
+    """Floating-point operations a training step may take (``inf`` off a CPU), and why."""
+    if device != "cpu":
+        return math.inf, ""
+    flops = CPU_STEP_SECONDS * CPU_FLOPS_PER_CORE * cores
+    return flops, (f"about {CPU_STEP_SECONDS:g} s a step on this machine's {cores} "
+                   f"core(s) at {CPU_FLOPS_PER_CORE / 1e9:g} GFLOP/s each")
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def pooling_divisor(stages: Sequence[StageSpec]) -> int:
     return 2 ** sum(1 for stage in stages if stage.pool)
 
@@ -361,9 +405,11 @@ class WindowPlan:
 
 def choose_window(smallest: Sequence[int], pixdim: Sequence[float], two_d: bool,
                   budget: int, bytes_per_voxel: int, divisor: int = 1,
-                  dataset_voxels: float = math.inf) -> WindowPlan:
+                  dataset_voxels: float = math.inf, step_voxels: float = math.inf,
+                  step_reason: str = "") -> WindowPlan:
     """The window and batch of the module docstring. ``smallest``: the smallest
-    resampled volume per axis."""
+    resampled volume per axis; ``step_voxels``: the most window voxels a step may hold
+    (the arithmetic budget of a CPU, ``step_reason``)."""
     step = max(WINDOW_STEP, divisor)
     cap = WINDOW_CAP[2 if two_d else 3]
     axes = (0, 1) if two_d else (0, 1, 2)
@@ -382,8 +428,12 @@ def choose_window(smallest: Sequence[int], pixdim: Sequence[float], two_d: bool,
     def cost(w, batch=1):
         return int(np.prod(w)) * bytes_per_voxel * batch
 
+    def too_large(w) -> bool:
+        batch = 1 if two_d else target_batch
+        return cost(w, target_batch) > budget or int(np.prod(w)) * batch > step_voxels
+
     shrunk = False
-    while cost(window, target_batch) > budget:
+    while too_large(window):
         extents = [window[a] * pixdim[a] if window[a] > minimum[a] else -1 for a in axes]
         axis = int(np.argmax(extents))
         if extents[axis] < 0:
@@ -395,9 +445,13 @@ def choose_window(smallest: Sequence[int], pixdim: Sequence[float], two_d: bool,
         share = 0.05 * dataset_voxels / max(int(np.prod(window)), 1)
         cap_batch = max(2, int(share)) if math.isfinite(share) else 64
         fit = int(budget // max(cost(window), 1))
-        batch = int(max(1, min(64, cap_batch, fit)))
+        quick = step_voxels / max(int(np.prod(window)), 1)
+        quick = int(quick) if math.isfinite(quick) else 64
+        batch = int(max(1, min(64, cap_batch, fit, quick)))
         batch_reason = (f"as many 2D windows as fit ({fit}), at most 64 and 5 % of the "
                         f"dataset's voxels ({cap_batch} windows)")
+        if math.isfinite(step_voxels):
+            batch_reason += f" and {quick} in {step_reason}"
     else:
         batch = 2 if cost(window, 2) <= budget else 1
         batch_reason = ("2 windows a step (nnU-Net's 3D batch)" if batch == 2 else
@@ -408,6 +462,9 @@ def choose_window(smallest: Sequence[int], pixdim: Sequence[float], two_d: bool,
               f"multiples of {step}): a step of {batch} window(s) needs about "
               f"{need / 2 ** 20:.0f} MiB of activations ({bytes_per_voxel} bytes per "
               f"voxel) of the {budget / 2 ** 20:.0f} MiB budget")
+    if math.isfinite(step_voxels):
+        reason += (f", and at most {step_voxels / 1000:.0f} k window voxels a step for "
+                   f"{step_reason}")
     return WindowPlan(tuple(int(w) for w in window), batch, reason, batch_reason, fits)
 
 

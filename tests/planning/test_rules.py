@@ -195,7 +195,8 @@ def test_memory_decides_the_window_and_batch():
     assert np.prod(flat.window) * per_voxel * flat.batch <= 2 ** 30
 
 
-def test_the_memory_given_on_the_command_line_shrinks_the_window(tmp_path):
+def test_the_memory_given_on_the_command_line_shrinks_the_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(rules, "cpu_cores", lambda: 1000)  # arithmetic to spare
     shape = (48, 48, 40)
     config = dataset(tmp_path, [mr_volume(shape, i) for i in range(2)],
                      [labels_of(shape)] * 2)
@@ -204,6 +205,42 @@ def test_the_memory_given_on_the_command_line_shrinks_the_window(tmp_path):
     assert roomy.inputs["IMG"].spatial_window_size == (48, 48, 40)
     assert np.prod(tight.inputs["IMG"].spatial_window_size) < 48 * 48 * 40
     assert "--memory-gb 0.5" in text
+
+
+def test_a_training_step_counts_every_convolution_three_times():
+    # 27 taps x (16 x (1 + 6 x 16) + 32 x (16 + 6 x 32) + 64 x (32 + 6 x 64) + 2 x 64 x 64)
+    macs = 27 * (16 * 97 + 32 * 208 + 64 * 416 + 2 * 64 * 64)
+    assert rules.training_flops(HIGHRES_STAGES, 1.0, False) == 6 * macs
+    assert rules.training_flops(HIGHRES_STAGES, 1.0, True) == 2 * macs   # 9 taps in 2D
+    assert rules.training_flops(HIGHRES_STAGES, 0.5, False) < 6 * macs / 3.5
+    flops, reason = rules.compute_budget("cpu", 4)
+    assert flops == rules.CPU_STEP_SECONDS * rules.CPU_FLOPS_PER_CORE * 4 and "4 core" in reason
+    assert rules.compute_budget("gpu", 4)[0] == float("inf")
+
+
+def test_on_a_cpu_the_arithmetic_caps_the_step(tmp_path, monkeypatch):
+    shape = (64, 64, 48)
+    config = dataset(tmp_path, [mr_volume(shape, i) for i in range(2)],
+                     [labels_of(shape)] * 2)
+    monkeypatch.setattr(rules, "cpu_cores", lambda: 1)
+    one_core, text = planned(tmp_path, config, memory_gb=64)
+    window = one_core.inputs["IMG"].spatial_window_size
+    step = 2 * np.prod(window) * rules.training_flops(HIGHRES_STAGES, 0.5, False)
+    assert step <= rules.CPU_STEP_SECONDS * rules.CPU_FLOPS_PER_CORE
+    assert one_core.network.layer_scale == 0.5 and "on this machine's 1 core(s)" in text
+    # A width the minimal config gives is kept and planned around.
+    full, _ = planned(tmp_path, config, "NETWORK.layer_scale=1", memory_gb=64)
+    assert full.network.layer_scale == 1.0
+    assert np.prod(full.inputs["IMG"].spatial_window_size) < np.prod(window)
+    monkeypatch.setattr(rules, "cpu_cores", lambda: 64)
+    many_cores, _ = planned(tmp_path, config, memory_gb=64)
+    assert np.prod(many_cores.inputs["IMG"].spatial_window_size) > np.prod(window)
+    # A GPU plans no width and no arithmetic cap.
+    output = tmp_path / "gpu.ini"
+    plan_config(config, output, device="gpu:80", progress=False)
+    gpu = load_settings(output)
+    assert gpu.inputs["IMG"].spatial_window_size == (64, 64, 48)
+    assert "layer_scale" not in output.read_text()
 
 
 def test_the_border_comes_from_the_receptive_field_and_stays_below_half_the_window():
