@@ -13,7 +13,9 @@ learned SFG method's trained networks again with those test-time architectures, 
 ``<METHOD>_test_<A>`` (in the same subprocess, or alone when the method's row exists); the
 CSV,
 ``<preset>.md`` (mean ± sd over seeds) and the plots in ``<results>/<preset>/`` are then
-rebuilt from the CSV and the runs' grouping reports.
+rebuilt from the CSV and the runs' grouping reports. ``--iterations N`` trains the preset
+for another budget, as the experiment ``<preset>_<N>it`` (its own work folder, CSV and
+report).
 """
 from __future__ import annotations
 
@@ -139,6 +141,16 @@ def load_preset(path: Path) -> Preset:
                   data["iterations"], data["seeds"], _overrides(data.get("set"), path, "set"),
                   {m: _overrides(o, path, f"methods.{m}") for m, o in data["methods"].items()},
                   {str(m): list(a) for m, a in tests.items()})
+
+
+def with_budget(preset: Preset, iterations: int | None) -> Preset:
+    """``preset`` trained ``iterations`` instead of its own (``None``: unchanged), under
+    the name ``<preset>_<iterations>it``: the paper's comparison at several budgets."""
+    if iterations is None:
+        return preset
+    if iterations <= 0:
+        raise CompareError(f"--iterations: expected a positive integer; got {iterations}.")
+    return preset._replace(name=f"{preset.name}_{iterations}it", iterations=iterations)
 
 
 def preset_path(text: str) -> Path:
@@ -627,11 +639,15 @@ def main(argv=None) -> int:
                         help="folder of <preset>.csv, <preset>.md and the <preset>/ plots")
     parser.add_argument("--only", nargs="+", metavar="METHOD", help="run only these methods")
     parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
+    parser.add_argument("--iterations", type=int, metavar="N",
+                        help="train N iterations instead of the preset's: the experiment "
+                        "is then named <preset>_<N>it (its work folder, CSV and report), "
+                        "so budgets do not mix")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: rebuild the report from the CSV")
     args = parser.parse_args(argv)
     try:
-        preset = load_preset(preset_path(args.preset))
+        preset = with_budget(load_preset(preset_path(args.preset)), args.iterations)
         for option, chosen, known in (("--only", args.only, preset.methods),
                                       ("--seeds", args.seeds, preset.seeds)):
             unknown = [x for x in chosen or () if x not in known]

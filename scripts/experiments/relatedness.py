@@ -195,12 +195,21 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", nargs="+", type=float, help="run only these levels")
     parser.add_argument("--only", nargs="+", metavar="METHOD", help="run only these methods")
     parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
+    parser.add_argument("--iterations", type=int, metavar="N",
+                        help="train N iterations instead of the preset's: the sweep is "
+                        "then named <preset>_<N>it (work folder, CSV, report)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     path = compare.preset_path(args.preset)
+    name = path.stem if args.iterations is None else f"{path.stem}_{args.iterations}it"
     try:
         data, levels, free = load_sweep(path)
-        work = (args.work or REPO / "runs" / "compare" / path.stem).resolve()
+        if args.iterations is not None:
+            if args.iterations <= 0:
+                raise compare.CompareError(f"--iterations: expected a positive integer; "
+                                           f"got {args.iterations}.")
+            data["iterations"] = args.iterations
+        work = (args.work or REPO / "runs" / "compare" / name).resolve()
         failed = 0
         for level in levels if not args.report_only else ():
             if args.levels and level not in args.levels:
@@ -208,8 +217,8 @@ def main(argv=None) -> int:
             methods = [m for m in data["methods"] if (not args.only or m in args.only)
                        and (m not in free or level == levels[0])]
             if methods:
-                failed |= run_level(data, path.stem, level, methods, work, args.seeds)
-        write_report(path.stem, sweep_rows(path.stem, levels, free, work),
+                failed |= run_level(data, name, level, methods, work, args.seeds)
+        write_report(name, sweep_rows(name, levels, free, work),
                      args.results.resolve())
     except compare.CompareError as error:
         print(f"relatedness: {error}", file=sys.stderr)

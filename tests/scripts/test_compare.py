@@ -4,7 +4,6 @@ test-time architectures and what is left to run, the mean ± sd table, the per-m
 configs, preset errors, the one-subprocess runner with stub commands)."""
 
 import csv
-import importlib.util
 import json
 import math
 import time
@@ -16,19 +15,12 @@ import yaml
 
 from sfg_app.evaluation.grouping import summarise, write_grouping_yaml
 from sfg_app.evaluation.metrics import write_metrics
+from script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "compare", REPO / "scripts" / "experiments" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-compare = _script()
+compare = load_script("scripts/experiments/compare.py")
 
 
 def _rows(path):
@@ -247,6 +239,22 @@ def test_malformed_presets_are_named(tmp_path, change, message):
     assert compare.load_preset(path).test_architectures == {}
     path.write_text(yaml.safe_dump({**GOOD_PRESET, "test_architectures": {"sfg": ["sample"]}}))
     assert compare.load_preset(path).test_architectures == {"sfg": ["sample"]}
+
+
+def test_a_budget_is_its_own_experiment(tmp_path, capsys):
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(GOOD_PRESET))
+    preset = compare.load_preset(path)
+    assert compare.with_budget(preset, None) == preset
+    longer = compare.with_budget(preset, 1000)
+    assert (longer.name, longer.iterations) == ("paper_1000it", 1000)
+    assert longer._replace(name=preset.name, iterations=preset.iterations) == preset
+    with pytest.raises(compare.CompareError, match="--iterations: expected a positive"):
+        compare.with_budget(preset, 0)
+    results = tmp_path / "results"
+    assert compare.main([str(path), "--iterations", "1000", "--report-only",
+                         "--work", str(tmp_path / "work"), "--results", str(results)]) == 0
+    assert (results / "paper_1000it.md").exists() and not (results / "paper.md").exists()
 
 
 def test_architecture_of_a_method_config(tmp_path):

@@ -3,7 +3,6 @@ compare.py tables and grouping reports (level-free methods repeated at every lev
 its report (CSV, table, plot)."""
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,10 @@ import pytest
 import yaml
 
 from sfg_app.evaluation.grouping import summarise, write_grouping_yaml
+from script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "relatedness", REPO / "scripts" / "experiments" / "relatedness.py")
-relatedness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(relatedness)
+relatedness = load_script("scripts/experiments/relatedness.py")
 compare = relatedness.compare
 
 
@@ -78,6 +75,19 @@ def test_malformed_sweeps_are_named(tmp_path, change, message):
     path.write_text(yaml.safe_dump(preset))
     with pytest.raises(compare.CompareError, match=message):
         relatedness.load_sweep(path)
+
+
+def test_a_budget_names_the_sweep(tmp_path):
+    _level(tmp_path, 0.0, [("sfg", 1, "0.7", "0.08")])
+    (tmp_path / "r0" / "results" / "sweep_r0.csv").rename(
+        tmp_path / "r0" / "results" / "relatedness_900it_r0.csv")
+    results = tmp_path / "results"
+    assert relatedness.main(["relatedness", "--iterations", "900", "--report-only",
+                             "--work", str(tmp_path), "--results", str(results)]) == 0
+    with open(results / "relatedness_900it.csv", newline="", encoding="utf-8") as handle:
+        assert [r["organs_dice"] for r in csv.DictReader(handle)] == ["0.7"]
+    assert relatedness.main(["relatedness", "--iterations", "0", "--report-only",
+                             "--results", str(results)]) == 2
 
 
 def test_the_committed_preset_loads():
