@@ -20,8 +20,8 @@ from sfg_app.engine.inference import InferenceDriver, InferenceOptions
 from sfg_app.engine.state import TrainingOptions
 from sfg_app.engine.training import TrainingDriver
 from sfg_app.errors import ConfigError, DataError
-from sfg_app.evaluation.grouping import (describe_allocation, plot_history, read_history,
-                                        write_grouping_report)
+from sfg_app.evaluation.grouping import (describe_agreement, describe_allocation,
+                                        plot_history, read_history, write_grouping_report)
 from sfg_app.evaluation.metrics import summary_table, write_metrics
 from sfg_app.io.atomic import atomic_path
 from sfg_app.io.paths import writable_folder
@@ -177,7 +177,9 @@ def report_groups(settings) -> dict:
     summary = _write_grouping(application, model, str(settings.system.model_dir),
                               driver.iteration)
     print(_grouping_table(summary, application.group_names()))
-    print("\n".join(describe_allocation(summary)))
+    print("\n".join(describe_allocation(summary)
+                    + describe_agreement(model.grouping_agreement(),
+                                         settings.sfg.agreement_threshold)))
     return summary
 
 

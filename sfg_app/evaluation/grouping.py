@@ -120,6 +120,39 @@ def describe_allocation(summary: Mapping) -> list[str]:
     return lines
 
 
+def describe_agreement(cosines: Mapping[str, np.ndarray], threshold: float) -> list[str]:
+    """Why the groups are what they are when the tasks' agreement decided them
+    (``[SFG] allocation = agreement``), in words: per layer, the median cosine between the
+    tasks' gradients on a kernel, and where the tasks want the same features. Layers are
+    numbered from 1 (input side); a layer "agrees" when most of its kernels pass the
+    threshold."""
+    if not cosines:
+        return []
+    medians = [float(np.median(c)) for c in cosines.values()]
+    agree = [i + 1 for i, c in enumerate(cosines.values()) if np.mean(c > threshold) > 0.5]
+    lines = [f"The groups were decided from how the tasks' gradients agree on each kernel "
+             f"(cosine 1: a step for one task is a step for the other; 0: unrelated; -1: "
+             f"opposed), shared above {threshold:g}: median per layer "
+             f"{', '.join(f'{m:.2f}' for m in medians)}."]
+    if not agree:
+        lines.append("The tasks agree in no layer: they learn from different features (or "
+                     "the warm-up ended before every task had started to learn).")
+    elif len(agree) == len(medians):
+        lines.append("The tasks agree in every layer: they want the same features "
+                     "throughout.")
+    elif agree == list(range(1, len(agree) + 1)):
+        lines.append(f"The tasks want the same features in layer{'s' * (len(agree) > 1)} "
+                     f"{_span(agree)} and different ones from layer {agree[-1] + 1} on.")
+    else:
+        lines.append(f"The tasks agree in layer{'s' * (len(agree) > 1)} "
+                     f"{', '.join(map(str, agree))} only.")
+    return lines
+
+
+def _span(layers: Sequence[int]) -> str:
+    return str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+
+
 def _groups(summary: Mapping) -> list[str]:
     return list(next(iter(summary.values()))["fraction"])
 

@@ -131,6 +131,12 @@ class MultiTaskNetwork(keras.Model):
         """``{layer name: (kernels, groups) numpy}``; groups are the tasks, then shared."""
         return {g.name: ops.convert_to_numpy(g.probabilities()) for g in self.groupings}
 
+    def grouping_agreement(self) -> dict:
+        """``{layer name: (kernels,) numpy}``: the cosines between the tasks' gradients
+        that decided each layer's groups (``[SFG] allocation = agreement``); empty
+        otherwise."""
+        return {g.name: g.measure.cosines() for g in self.groupings if g.measure is not None}
+
     def balanced_logits(self) -> list:
         """The logit variables that training moves with balanced task gradients
         (``[SFG] logit_gradient = balanced``), one per SFG layer; empty otherwise."""

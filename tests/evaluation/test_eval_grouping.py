@@ -90,6 +90,22 @@ def test_the_allocation_in_words_of_hard_sharing_and_an_undecided_layer():
                                                                  "decided")
 
 
+def test_the_agreement_in_words():
+    cosines = {"sfg_0": np.array([0.5, 0.4, 0.35, 0.2]), "sfg_1": np.array([0.4, 0.3, 0.5]),
+               "sfg_2": np.array([0.0, 0.05, 0.4]), "sfg_3": np.array([-0.1, 0.1])}
+    medians, parting = grouping.describe_agreement(cosines, 0.25)
+    assert medians.endswith("shared above 0.25: median per layer 0.38, 0.40, 0.05, 0.00.")
+    assert parting == ("The tasks want the same features in layers 1-2 and different ones "
+                       "from layer 3 on.")
+    assert grouping.describe_agreement({"a": np.zeros(4)}, 0.1)[1].startswith(
+        "The tasks agree in no layer")
+    assert grouping.describe_agreement({"a": np.ones(4), "b": np.ones(2)}, 0.1)[1] == (
+        "The tasks agree in every layer: they want the same features throughout.")
+    assert grouping.describe_agreement({"a": np.zeros(2), "b": np.ones(2)}, 0.1)[1] == (
+        "The tasks agree in layer 2 only.")
+    assert grouping.describe_agreement({}, 0.1) == []
+
+
 def test_the_figure_fades_and_marks_an_undecided_layer(tmp_path, monkeypatch):
     figures = []
     monkeypatch.setattr(grouping, "_save_figure", lambda figure, path: figures.append(figure))

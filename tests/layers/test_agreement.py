@@ -7,6 +7,8 @@ from keras import ops
 
 from sfg_app.errors import ConfigError
 from sfg_app.layers.grouping import FilterGrouping, GroupingConfig
+from sfg_app.networks.heads import HeadSpec
+from sfg_app.networks.highres3dnet import SFGHighRes3DNet
 
 
 def _grouping(filters=6, tasks=2, threshold=0.3):
@@ -97,3 +99,16 @@ def test_an_even_split_gives_each_task_as_many_kernels_by_its_own_energy_share()
     grouping.measure.task_dots.assign(np.array([[0.0], [0], [0], [0], [0], [300.0]]))
     # Kernel 5 agrees (cosine 0.95): shared; five left, the first task gets the extra one.
     assert grouping.measure.decide(0.3, "even").tolist() == [0, 0, 0, 1, 1, 2]
+
+
+def test_a_network_reports_the_cosines_that_decided_its_groups():
+    model = SFGHighRes3DNet({"a": HeadSpec("voxel", 1), "b": HeadSpec("voxel", 1)},
+                            layer_scale=0.25, grouping=GroupingConfig(
+                                allocation="agreement", warmup_iter=3, fixed_from=3))
+    model.build((None, 8, 8, 1))
+    first = model.groupings[0]
+    first.measure.task_energy.assign(np.ones((first.filters, 2)))
+    first.measure.task_dots.assign(np.full((first.filters, 1), 0.5))
+    cosines = model.grouping_agreement()
+    assert list(cosines) == [g.name for g in model.groupings]
+    np.testing.assert_allclose(cosines[first.name], 0.5)

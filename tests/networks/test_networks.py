@@ -279,6 +279,7 @@ def tape_gradients(function, variables):
 def test_grouping_kl_and_probabilities():
     dense = make("hard_shared")
     assert float(dense.grouping_kl()) == 0.0 and dense.grouping_probabilities() == {}
+    assert dense.grouping_agreement() == {}
     model = make("sfg_highres3dnet", grouping=GroupingConfig(
         init="dirichlet", prior=(0.25, 0.25, 0.5)))
     model.build((None, 8, 8, 8, 1))
