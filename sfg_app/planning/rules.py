@@ -25,9 +25,10 @@ The rules follow nnU-Net's (Isensee et al., Nature Methods 2021), kept simple:
   network's widths.
   Budget: half the available memory of a CPU machine (the data workers and the volume
   cache share it), 85 % of a GPU's. On a CPU the arithmetic binds before the memory does
-  (a window that fits 12 GiB takes minutes a step on a laptop): the network is planned at
-  half width (`CPU_LAYER_SCALE`, unless given) and a step does at most
-  `CPU_STEP_SECONDS` of arithmetic at `CPU_FLOPS_PER_CORE` per core (`training_flops`).
+  (on the demo's data the window that 11 GiB allow at full width holds 3.4 times the
+  demo's voxels at 4 times its arithmetic per voxel): the network is planned at half
+  width (`CPU_LAYER_SCALE`, unless given) and a step does at most `CPU_STEP_SECONDS` of
+  arithmetic at `CPU_FLOPS_PER_CORE` per core (`training_flops`).
 - **Sampler**: balanced when a class holds less than `RARE_CLASS` of the voxels.
 - **Schedule**: ``max_iter`` gives each training voxel about `PASSES` windows (1000 to
   50000 iterations); the SFG schedule keeps the recipe's proportions (150 warm-up and 100
@@ -63,8 +64,9 @@ TENSORS_PER_CHANNEL = 4
 #: Share of the memory the training activations may take, by device kind.
 BUDGET_SHARE = {"cpu": 0.5, "gpu": 0.85}
 #: A CPU training step's arithmetic budget: seconds at a sustained rate per core. 50
-#: GFLOP/s is about 60 % of an AVX2 core's float32 roof (sfg's training step ran at 63 %
-#: of an AVX-512 Xeon's, docs/speed.md); an AVX-512 core does about twice as much.
+#: GFLOP/s is about 60 % of an AVX2 core's float32 roof; measured, the plan for the
+#: demo's data (178 GFLOP a step) took 2.1 s a step on 2 AMD EPYC AVX2 cores, data
+#: included. An AVX-512 core does about twice as much.
 CPU_STEP_SECONDS = 2.0
 CPU_FLOPS_PER_CORE = 50e9
 #: The width planned for a CPU: a quarter of the arithmetic per voxel of full width.
@@ -445,13 +447,13 @@ def choose_window(smallest: Sequence[int], pixdim: Sequence[float], two_d: bool,
         share = 0.05 * dataset_voxels / max(int(np.prod(window)), 1)
         cap_batch = max(2, int(share)) if math.isfinite(share) else 64
         fit = int(budget // max(cost(window), 1))
-        quick = step_voxels / max(int(np.prod(window)), 1)
-        quick = int(quick) if math.isfinite(quick) else 64
-        batch = int(max(1, min(64, cap_batch, fit, quick)))
+        in_time = step_voxels / max(int(np.prod(window)), 1)
+        in_time = int(in_time) if math.isfinite(in_time) else 64
+        batch = int(max(1, min(64, cap_batch, fit, in_time)))
         batch_reason = (f"as many 2D windows as fit ({fit}), at most 64 and 5 % of the "
                         f"dataset's voxels ({cap_batch} windows)")
         if math.isfinite(step_voxels):
-            batch_reason += f" and {quick} in {step_reason}"
+            batch_reason += f" and {in_time} in {step_reason}"
     else:
         batch = 2 if cost(window, 2) <= budget else 1
         batch_reason = ("2 windows a step (nnU-Net's 3D batch)" if batch == 2 else
