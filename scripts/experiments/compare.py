@@ -143,14 +143,22 @@ def load_preset(path: Path) -> Preset:
                   {str(m): list(a) for m, a in tests.items()})
 
 
-def with_budget(preset: Preset, iterations: int | None) -> Preset:
-    """``preset`` trained ``iterations`` instead of its own (``None``: unchanged), under
-    the name ``<preset>_<iterations>it``: the paper's comparison at several budgets."""
+def budget_name(name: str, iterations: int | None) -> str:
+    """The experiment ``name`` at a budget of ``iterations`` (``None``: its own):
+    ``<name>_<iterations>it``, so that budgets do not mix."""
     if iterations is None:
-        return preset
+        return name
     if iterations <= 0:
         raise CompareError(f"--iterations: expected a positive integer; got {iterations}.")
-    return preset._replace(name=f"{preset.name}_{iterations}it", iterations=iterations)
+    return f"{name}_{iterations}it"
+
+
+def with_budget(preset: Preset, iterations: int | None) -> Preset:
+    """``preset`` trained ``iterations`` instead of its own (``None``: unchanged), under
+    ``budget_name``: the paper's comparison at several budgets."""
+    if iterations is None:
+        return preset
+    return preset._replace(name=budget_name(preset.name, iterations), iterations=iterations)
 
 
 def preset_path(text: str) -> Path:

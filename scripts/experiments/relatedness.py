@@ -201,13 +201,10 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     path = compare.preset_path(args.preset)
-    name = path.stem if args.iterations is None else f"{path.stem}_{args.iterations}it"
     try:
+        name = compare.budget_name(path.stem, args.iterations)
         data, levels, free = load_sweep(path)
         if args.iterations is not None:
-            if args.iterations <= 0:
-                raise compare.CompareError(f"--iterations: expected a positive integer; "
-                                           f"got {args.iterations}.")
             data["iterations"] = args.iterations
         work = (args.work or REPO / "runs" / "compare" / name).resolve()
         failed = 0
