@@ -57,6 +57,15 @@ def fraction(value, name: str) -> float:
     return float(value)
 
 
+def schedule_iterations(length, max_iter: int) -> int:
+    """A schedule's length in iterations: ``length`` itself (an int), or a fraction (a
+    float in (0, 1)) of ``max_iter``, rounded and at least 1: a schedule given as a share
+    of the run lasts a step even in the shortest run."""
+    if isinstance(length, float):
+        return max(1, int(round(length * max_iter)))
+    return int(length)
+
+
 def flag(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise invalid(name, value, "True or False")
@@ -120,7 +129,7 @@ def grouping_problems(values, num_groups: int | None = None) -> list[tuple[str, 
         problems.append(("sample_per", "step with impl = fused", "Per-example groups give "
                          "per-example weights, which one fused convolution cannot apply: "
                          "set impl = reference, or sample_per = step."))
-    if values.get("allocation") == "agreement" and not values.get("warmup_iter"):
+    if values.get("allocation") == "agreement" and values.get("warmup_iter") == 0:
         problems.append(("allocation", "learned, or agreement with warmup_iter above 0",
                          "allocation = agreement measures the tasks' agreement during "
                          "the warm-up: give warmup_iter (e.g. 1/3)."))

@@ -9,11 +9,13 @@ parses arguments and turns errors into exit statuses around these functions.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
 import tensorflow as tf
 
+from sfg_app.application.network import ALLOCATION
 from sfg_app.config import settings_text
 from sfg_app.engine.checkpoints import CheckpointStore, saved_shapes
 from sfg_app.engine.inference import InferenceDriver, InferenceOptions
@@ -33,7 +35,23 @@ from sfg_app.registry import APPLICATIONS
 def make_application(settings, inputs=None):
     """The application `[SYSTEM] application` names; `inputs`: image files to infer
     instead of the config's split (`sfg_infer --input`)."""
-    return APPLICATIONS.get(settings.system.application)(settings, inputs=inputs)
+    return APPLICATIONS.get(settings.system.application)(as_trained(settings),
+                                                         inputs=inputs)
+
+
+def as_trained(settings):
+    """`settings` with `[SFG] allocation = auto` as the run in model_dir decided it when
+    it started (its recorded identity): auto follows max_iter, and a resume or an
+    inference with another max_iter (`--set TRAINING.max_iter=20` to try a config) must
+    keep the run's network."""
+    sfg = getattr(settings, "sfg", None)
+    if sfg is None or sfg.allocation != "auto":
+        return settings
+    recorded = RunFolder(str(settings.system.model_dir)).recorded_identity()
+    if recorded is None:
+        return settings
+    return dataclasses.replace(settings, sfg=dataclasses.replace(
+        sfg, allocation=recorded.get(ALLOCATION, "learned")))
 
 
 def claim_run(settings, stack, command_line: str) -> str | None:

@@ -16,10 +16,9 @@ from sfg_app.layers.grouping import GroupingConfig
 from sfg_app.registry import NETWORKS
 
 
-def iterations(length, max_iter: int) -> int:
-    """A schedule's length in iterations: ``length`` itself, or a fraction (a float in
-    (0, 1)) of ``max_iter``, rounded."""
-    return int(round(length * max_iter)) if isinstance(length, float) else int(length)
+#: The identity's key of an SFG network whose groups the tasks' agreement decides; a
+#: record without it is of learned groups, as every run recorded before the agreement.
+ALLOCATION = "SFG.allocation"
 
 
 class NetworkBuilder:
@@ -42,17 +41,12 @@ class NetworkBuilder:
         options = dict(heads=head_specs(self.tasks), layer_scale=network.layer_scale,
                        activation=network.activation_function, norm_layer=network.norm_layer)
         if self.network_class.is_sfg:
-            sfg, max_iter = settings.sfg, settings.training.max_iter
-            finetune = min(iterations(sfg.finetune_iter, max_iter), max_iter)
+            sfg = settings.sfg
             values = {field.name: getattr(sfg, field.name)
                       for field in dataclasses.fields(GroupingConfig)
                       if field.name != "fixed_from"}
-            values["warmup_iter"] = iterations(sfg.warmup_iter, max_iter)
-            values["transition_iter"] = iterations(sfg.transition_iter, max_iter)
-            fixed_from = max_iter - finetune if finetune else None
-            if sfg.allocation == "agreement":  # decided after the warm-up's measurement
-                fixed_from = values["warmup_iter"]
-            options["grouping"] = GroupingConfig(fixed_from=fixed_from, **values)
+            options["grouping"] = GroupingConfig(**values).for_run(
+                settings.training.max_iter, sfg.finetune_iter)
             options["seed"] = settings.system.seed
         return options
 
@@ -88,4 +82,6 @@ class NetworkBuilder:
         if self.network_class.is_sfg:
             identity.update({"SFG.connectivity": settings.sfg.connectivity,
                              "SFG.norm_parameters": settings.sfg.norm_parameters})
+            if self.options()["grouping"].allocation == "agreement":
+                identity[ALLOCATION] = "agreement"
         return identity

@@ -131,9 +131,13 @@ NETWORK = SectionSchema(
 
 SFG = SectionSchema(
     "SFG", "Stochastic filter groups: G = number of tasks + 1 groups, the shared one last. "
-    "The defaults are the recipe chosen by scripts/experiments/compare.py "
-    "(docs/results.md); the paper's own: init = uniform, prior = uniform, "
-    "kl_weight = 0.001, logit_lr_multiplier = 1, warmup_iter = 0, "
+    "The defaults are the recipes chosen by scripts/experiments/compare.py and "
+    "relatedness.py (docs/results.md): in a run of about 900 iterations or more, the "
+    "groups decided from the tasks' agreement over its first third (allocation, "
+    "agreement_threshold, agreement_split); in a shorter one, the learned recipe (logits "
+    "learned 30x faster than the weights from 0.8 shared, a warm-up and a fine-tuning). "
+    "The paper's own: allocation = learned, init = uniform, prior = uniform, "
+    "kl_weight = 0.001, logit_lr_multiplier = 1, warmup_iter = 0, finetune_iter = 0, "
     "norm_parameters = per_group.",
     key("tau", _POSITIVE, 1.0, "Initial temperature of the Gumbel-softmax relaxation."),
     key("tau_min", _POSITIVE, 0.2, "Lowest temperature annealing reaches (at most tau)."),
@@ -159,15 +163,19 @@ SFG = SectionSchema(
         "RMSprop) step moves them this many times faster than the weights (with sgd and "
         "momentum, its square). At 1 the grouping barely moves in a run of a few "
         "hundred steps."),
-    key("warmup_iter", _ITERATIONS, 150,
-        "Iterations (or a fraction of max_iter, e.g. 0.5) over which training moves "
-        "linearly from the expected architecture (soft masks equal to the probabilities) "
-        "to sampled ones; 0 samples from the first step."),
+    key("warmup_iter", _ITERATIONS, Derived("a third of max_iter with allocation = "
+                                            "agreement, 150 iterations with learned"),
+        "Iterations (or a fraction of max_iter, e.g. 1/3). allocation = agreement: the "
+        "iterations that train every kernel shared and measure the tasks' agreement "
+        "before the groups are decided. allocation = learned: the iterations over which "
+        "training moves linearly from the expected architecture (soft masks equal to the "
+        "probabilities) to sampled ones; 0 samples from the first step."),
     key("finetune_iter", _ITERATIONS, 100,
-        "Last iterations of training (or a fraction of max_iter) that run the map "
-        "architecture (each kernel in its most probable group) with the grouping fixed, so "
-        "that the weights are tuned for the network inference runs; 0 samples to the "
-        "end."),
+        "allocation = learned: the last iterations of training (or a fraction of "
+        "max_iter) that run the map architecture (each kernel in its most probable group) "
+        "with the grouping fixed, so that the weights are tuned for the network inference "
+        "runs; 0 samples to the end. With agreement the groups are fixed from the end of "
+        "the warm-up instead."),
     key("transition_iter", _ITERATIONS, 0,
         "Iterations (or a fraction of max_iter) over which training moves from the "
         "architecture before the groups are fixed (finetune_iter; with allocation = "
@@ -191,17 +199,20 @@ SFG = SectionSchema(
         "serves: a kernel is shared when it helps the tasks alike, not because it reaches "
         "more heads); balanced (shared_mean, and each task's gradient scaled to the same "
         "size first; one backward pass per task). What each measured: docs/results.md."),
-    key("allocation", Choice("learned", "agreement"), "learned",
-        "How kernels get their groups: learned (the paper's: logits learned through "
+    key("allocation", Choice("auto", "learned", "agreement"), "auto",
+        "How kernels get their groups: auto (agreement when its warm-up holds at least "
+        "300 iterations and ends before the run does, else learned: measured over fewer, "
+        "the agreement split related tasks too; docs/results.md), learned (the paper's: "
+        "logits learned through "
         "sampled architectures) or agreement (the first warmup_iter iterations train every "
         "kernel shared and measure, per kernel, how well the tasks' gradients on its "
         "weights agree; a kernel whose agreement passes agreement_threshold is shared, "
-        "any other goes to the task whose weighted loss pulls hardest on it, and training "
-        "goes on with that architecture fixed; docs/results.md measures both)."),
-    key("agreement_threshold", Float(-1, 1), 0.3,
+        "any other goes to one task (agreement_split), and training goes on with that "
+        "architecture fixed; docs/results.md measures both)."),
+    key("agreement_threshold", Float(-1, 1), 0.1,
         "allocation = agreement: the cosine between the tasks' gradients on a kernel's "
         "weights (moving averages over the warm-up) above which the kernel is shared."),
-    key("agreement_split", Choice("pull", "even"), "pull",
+    key("agreement_split", Choice("pull", "even"), "even",
         "allocation = agreement: how a layer's kernels that are not shared are split "
         "between the tasks: pull (each to the task whose weighted loss pulls hardest on "
         "it) or even (each task an equal number, each taking those that carry most of its "
@@ -381,9 +392,9 @@ INFERENCE = SectionSchema(
         "spatial_window_size) on every axis; 2D networks take (x, y, 1). The networks "
         "are fully convolutional: a larger window means fewer windows and less overlap "
         "to compute. With norm_layer = instance the outputs depend on the window (its "
-        "statistics are the window's), so the derived window is the training one. Set, [NETWORK] batch_size windows go through the "
-        "network per call; derived, as many as fit memory_limit, at most 64 (2D: "
-        "slices). Not used with window_sampling = resize (the whole volume is resized "
+        "statistics are the window's), so the derived window is the training one. Set, "
+        "[NETWORK] batch_size windows go through the network per call; derived, as many "
+        "as fit memory_limit, at most 64 (2D: slices). Not used with window_sampling = resize (the whole volume is resized "
         "to the training window)."),
     key("memory_limit", Int(1, 2 ** 30), Derived("a quarter of the memory available when "
                                                  "inference starts"),

@@ -435,7 +435,9 @@ class _CrossChecks:
     def check_sfg(self, sfg: dict[str, Any], groups: int, max_iter: int) -> None:
         """The rules between [SFG] keys, as the grouping layers state them; groups
         decided from the tasks' agreement need a warm-up that ends before the run does
-        (else the network inference runs was never decided)."""
+        (else the network inference runs was never decided). A fraction of the run
+        ends by its last iteration however short the run (`arguments.schedule_iterations`),
+        so a run of one iteration still decides its groups."""
         for key, expected, hint in arguments.grouping_problems(sfg, groups):
             self.config.problem("SFG", key, invalid_value("SFG", key, expected, sfg[key],
                                                           hint))

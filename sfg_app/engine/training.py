@@ -98,8 +98,10 @@ class TrainingDriver:
     # -- the step ---------------------------------------------------------------
     def _make_train_step(self, state: TrainingState, probe: bool = False):
         """The compiled training step; with ``probe``, it also folds each task's gradients
-        on the grouped kernels into the network's agreement measurement (one more
-        backward pass per task)."""
+        on the grouped kernels into the network's agreement measurement. Those come from
+        one backward pass per part of the loss (each task's, then the regulariser's,
+        which reaches no activation and costs little), whose sum is the step's gradient:
+        a probe step costs one backward pass more than a plain one, not one per task."""
         app, model, objective = self.application, state.model, state.objective
         optimiser, strategy = state.optimiser, state.strategy
         variables = _trainable(model, objective)
@@ -109,6 +111,9 @@ class TrainingDriver:
 
         balanced = {id(v) for v in app.balanced_variables(model)}
         balanced = [i for i, v in enumerate(variables) if id(v) in balanced]
+        if probe:
+            index = {id(v): i for i, v in enumerate(variables)}
+            kernels = [index[id(v)] for layer in model.grouped_kernels() for v in layer]
 
         def scale(loss):
             loss = loss / replicas
@@ -120,18 +125,14 @@ class TrainingDriver:
                     outputs = model(app.network_inputs(batch), training=True)
                     total, logs, (terms, regulariser) = app.loss_parts(
                         model, objective, outputs, batch)
-                    loss = scale(total)
                     parts = [scale(term) for term in terms.values()] + [scale(regulariser)]
-                if balanced:
-                    gradients = _balanced_gradients(
-                        _gradients_per_part(tape, parts, variables), balanced)
-                else:
-                    gradients = tape.gradient(loss, variables)
-                if probe:
-                    kernels = [v for layer in model.grouped_kernels() for v in layer]
-                    model.record_gradients(_gradients_per_part(tape, list(terms.values()),
-                                                               kernels))
+                per_part = _gradients_per_part(tape, parts, variables)
                 del tape
+                gradients = _balanced_gradients(per_part, balanced)
+                if probe:  # each task's own gradients, unscaled as its term is
+                    unscale = replicas / optimiser.dynamic_scale if scaled else replicas
+                    model.record_gradients([[grads[i] * unscale for i in kernels]
+                                            for grads in per_part[:-1]])
             else:
                 with tf.GradientTape() as tape:
                     outputs = model(app.network_inputs(batch), training=True)
@@ -174,6 +175,10 @@ class TrainingDriver:
         train_step = self._make_train_step(state)
         probe_until = self.application.probe_iterations(state.model)
         probe_step = self._make_train_step(state, probe=True) if probe_until else None
+        if state.iteration < probe_until:
+            _say(f"SFG groups: measured from the tasks' agreement over iterations "
+                 f"{state.iteration + 1}-{probe_until} (every kernel shared), then decided "
+                 f"([SFG] allocation).")
         with (_SigtermRecorder(enabled=plan.strategy != "multi_worker") as sigterm,
               ordered_gradient_sums()):
             for handler in active:
@@ -234,29 +239,29 @@ def _balanced_gradients(per_part, balanced) -> list:
     first scaled to the tasks' mean root-mean-square size: every task pulls on the
     architecture as hard as the others, and spreads that pull over the layers where its
     loss needs kernels, so that a task with larger gradients does not decide the
-    grouping alone. Sums run in the order of the parts, so the bits do not depend on
-    the process."""
+    grouping alone (none: the plain sum). Sums run in the order of the parts, so the
+    bits do not depend on the process."""
     tasks = per_part[:-1]
-    sizes = []
-    for grads in tasks:
-        squares = [tf.reduce_sum(tf.square(grads[i])) for i in balanced]
-        total = squares[0]
-        for square in squares[1:]:
-            total = total + square
-        sizes.append(tf.sqrt(total))
-    mean = sizes[0]
-    for size in sizes[1:]:
-        mean = mean + size
+    if not balanced:
+        return [_sum_in_order([grads[index] for grads in per_part])
+                for index in range(len(per_part[0]))]
+    sizes = [tf.sqrt(_sum_in_order([tf.reduce_sum(tf.square(grads[i])) for i in balanced]))
+             for grads in tasks]
+    mean = _sum_in_order(sizes)
     scales = [tf.math.divide_no_nan(mean / len(sizes), size) for size in sizes]
     gradients = []
     for index in range(len(per_part[0])):
         terms = [grads[index] * scale if index in balanced else grads[index]
                  for grads, scale in zip(tasks, scales)] + [per_part[-1][index]]
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        gradients.append(total)
+        gradients.append(_sum_in_order(terms))
     return gradients
+
+
+def _sum_in_order(terms):
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def _say_allocation(groups: dict, names: list) -> None:

@@ -17,8 +17,10 @@ import numpy as np
 from keras import ops
 
 from sfg_app import arguments
+from sfg_app.config.schema import SFG
 
 DECAY = 0.97  # the moving averages' weight of the past: about 30 steps
+SPLITS = SFG.keys["agreement_split"].type.options
 
 
 @keras.saving.register_keras_serializable(package="sfg_app")
@@ -68,7 +70,7 @@ class TaskAgreement(keras.layers.Layer):
         return np.mean([dots[:, n] / np.sqrt(energy[:, i] * energy[:, j] + 1e-30)
                         for n, (i, j) in enumerate(self.pairs)], axis=0)
 
-    def decide(self, threshold: float, split: str = "pull") -> np.ndarray:
+    def decide(self, threshold: float, split: str) -> np.ndarray:
         """Each kernel's group (``0..tasks - 1`` a task's, ``tasks`` the shared one).
 
         A kernel whose cosine passes ``threshold`` is shared: a step for one task moves
@@ -87,7 +89,7 @@ class TaskAgreement(keras.layers.Layer):
         it pulls hardest: with mixed connectivity it would otherwise lose every path to
         its head.
         """
-        arguments.one_of(split, "split", ("pull", "even"))
+        arguments.one_of(split, "split", SPLITS)
         energy = self._numpy(self.task_energy)
         shared = self.cosines() > threshold
         if split == "pull":

@@ -25,9 +25,23 @@ CONNECTIVITIES = SFG.keys["connectivity"].type.options
 IMPLEMENTATIONS = SFG.keys["impl"].type.options
 
 
+#: Where a network built without a config departs from the schema's ``[SFG]`` defaults.
+#: The schema's allocation, agreement, is decided by sfg's training driver, which records
+#: each task's gradients (`sfg_app.engine.training`); a network trained by other means
+#: (Keras ``fit``) can only learn its groups through its own loss, as the paper's do, over
+#: the learned recipe's warm-up in iterations (a fraction needs the run's length).
+STANDALONE_DEFAULTS = {"allocation": "learned", "warmup_iter": 150}
+#: Each allocation's warm-up when ``[SFG] warmup_iter`` is not given (its default, None).
+WARMUP = {"agreement": 1 / 3, "learned": 150}
+#: ``allocation = auto`` decides from the tasks' agreement when its warm-up holds at
+#: least this many iterations: over 80-100 (runs of 240-300) the measurement split
+#: related tasks too; over 333 (runs of 1000) it followed relatedness (docs/results.md).
+AGREEMENT_MIN_WARMUP = 300
+
+
 def _default(name: str):
-    """The default of ``[SFG] name``: the one set of defaults is the schema's."""
-    return SFG.keys[name].default
+    """The default of ``[SFG] name``: the schema's, but for `STANDALONE_DEFAULTS`."""
+    return STANDALONE_DEFAULTS.get(name, SFG.keys[name].default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +83,15 @@ class GroupingConfig:
     The defaults are the config schema's ``[SFG]`` defaults (the recipe that
     docs/results.md measured; the section's doc lists the paper's own values), so that a
     network built without a config and one built from a config differ only where a key
-    was set.
-    ``fixed_from`` has no key (the application derives it from ``[SFG] finetune_iter``
-    and the run's length, or from the warm-up with ``allocation = agreement``); its
-    default None never fixes the grouping.
+    was set, or where a network trained without sfg's driver could not follow the schema
+    (`STANDALONE_DEFAULTS`: the learned allocation). ``warmup_iter`` and
+    ``transition_iter`` may be fractions of the run, as the keys may: ``for_run`` turns
+    them into iterations for a run of a given length, and training refuses a grouping
+    that still holds a fraction. ``for_run`` also resolves ``allocation = auto`` (the
+    schema's default), and ``warmup_iter = None`` (the allocation's own, `WARMUP`).
+    ``fixed_from`` has no key (``for_run`` derives it from ``[SFG] finetune_iter`` and the
+    run's length, or from the warm-up with ``allocation = agreement``); its default None
+    never fixes the grouping.
     """
 
     tau: float = _default("tau")
@@ -88,8 +107,8 @@ class GroupingConfig:
     connectivity: str = _default("connectivity")
     impl: str = _default("impl")
     logit_lr_multiplier: float = _default("logit_lr_multiplier")
-    warmup_iter: int = _default("warmup_iter")
-    transition_iter: int = _default("transition_iter")
+    warmup_iter: int | float | None = _default("warmup_iter")
+    transition_iter: int | float = _default("transition_iter")
     norm_parameters: str = _default("norm_parameters")
     logit_gradient: str = _default("logit_gradient")
     allocation: str = _default("allocation")
@@ -106,8 +125,8 @@ class GroupingConfig:
             if field.name == "fixed_from":
                 value = None if value is None else arguments.non_negative_int(value,
                                                                               "fixed_from")
-            elif field.name in ("warmup_iter", "transition_iter"):  # the application
-                value = arguments.non_negative_int(value, field.name)  # resolves fractions
+            elif field.name == "warmup_iter" and value is None:
+                pass  # the allocation's own warm-up, once for_run knows the allocation
             else:
                 value = checked_argument(SFG.keys[field.name].type, value, field.name)
             object.__setattr__(self, field.name, value)  # frozen: numbers made float
@@ -117,6 +136,46 @@ class GroupingConfig:
             vector = getattr(self, key)
             if not isinstance(vector, str):
                 object.__setattr__(self, key, tuple(v / sum(vector) for v in vector))
+
+    def for_run(self, max_iter: int, finetune_iter: int | float = 0) -> "GroupingConfig":
+        """This grouping for a run of ``max_iter`` iterations: its allocation (``auto``:
+        agreement when that warm-up holds at least `AGREEMENT_MIN_WARMUP` iterations and
+        ends before the run does, else learned), its schedules in iterations, and
+        ``fixed_from`` set where the groups are fixed: when the warm-up ends with
+        agreement (its measurement decides them then), else at the start of the last
+        ``finetune_iter`` iterations (iterations or a fraction of the run; 0: never)."""
+        allocation = self.allocation
+        if allocation == "auto":
+            measured = arguments.schedule_iterations(
+                WARMUP["agreement"] if self.warmup_iter is None else self.warmup_iter,
+                max_iter)
+            allocation = ("agreement" if AGREEMENT_MIN_WARMUP <= measured < max_iter
+                          else "learned")
+        warmup = WARMUP[allocation] if self.warmup_iter is None else self.warmup_iter
+        warmup = arguments.schedule_iterations(warmup, max_iter)
+        finetune = min(arguments.schedule_iterations(finetune_iter, max_iter), max_iter)
+        fixed_from = max_iter - finetune if finetune else None
+        if allocation == "agreement":
+            fixed_from = warmup
+        return dataclasses.replace(
+            self, allocation=allocation, warmup_iter=warmup, fixed_from=fixed_from,
+            transition_iter=arguments.schedule_iterations(self.transition_iter, max_iter))
+
+    def iterations(self, name: str) -> int:
+        """The schedule ``name`` (``warmup_iter``, ``transition_iter``) in iterations;
+        raises while it is still a fraction of a run whose length this grouping does not
+        know."""
+        value = getattr(self, name)
+        if isinstance(value, float) or value is None or self.allocation == "auto":
+            what = ("`allocation` is auto, decided from the run's length: give learned or "
+                    "agreement" if self.allocation == "auto" else
+                    f"`{name}` is {value:g}, a fraction of the run: give it in iterations"
+                    if value is not None else
+                    f"`{name}` is None, the allocation's own: give it in iterations")
+            raise ValueError(f"{what}, or train with `grouping.for_run(max_iter)`, which "
+                             f"resolves it (the application does so with [TRAINING] "
+                             f"max_iter).")
+        return value
 
     def check_num_groups(self, num_groups: int) -> None:
         """Raises unless the ``init`` and ``prior`` vectors have one entry per group."""
@@ -132,21 +191,21 @@ class GroupingConfig:
     def sampling_share(self, step):
         """How far training has moved from the expected to the sampled architecture at
         optimiser step ``step``: ``min(1, step / warmup_iter)``, a float32 tensor."""
-        step = ops.cast(step, "float32")
-        if self.warmup_iter == 0:
+        step, warmup = ops.cast(step, "float32"), self.iterations("warmup_iter")
+        if warmup == 0:
             return ops.ones_like(step)
-        return ops.minimum(1.0, step / float(self.warmup_iter))
+        return ops.minimum(1.0, step / float(warmup))
 
     def is_fixed(self, step):
         """How far training has moved to the decided (``map``) architecture at optimiser
         step ``step`` (float32): 0.0 before ``fixed_from``, then linearly to 1.0 over
         ``transition_iter`` steps (at once when it is 0)."""
-        step = ops.cast(step, "float32")
+        step, transition = ops.cast(step, "float32"), self.iterations("transition_iter")
         if self.fixed_from is None:
             return ops.zeros_like(step)
-        if self.transition_iter == 0:
+        if transition == 0:
             return ops.cast(step >= float(self.fixed_from), "float32")
-        moved = (step - float(self.fixed_from) + 1.0) / float(self.transition_iter)
+        moved = (step - float(self.fixed_from) + 1.0) / float(transition)
         return ops.clip(moved, 0.0, 1.0)
 
     def initial_probabilities(self, num_groups: int) -> np.ndarray | None:

@@ -218,7 +218,7 @@ class SFGNetwork(MultiTaskNetwork):
         decided (``[SFG] allocation = agreement``: the warm-up); 0 otherwise."""
         if self.grouping.allocation != "agreement":
             return 0
-        return self.grouping.warmup_iter
+        return self.grouping.iterations("warmup_iter")
 
     def grouped_kernels(self) -> list:
         """Per SFG layer, its stage's weights whose last axis is the layer's kernels

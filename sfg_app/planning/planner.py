@@ -235,9 +235,6 @@ def make_plan(request: Request, fp: Fingerprint, output: pathlib.Path, device: s
         choose("TRAINING", "validation_every_n", max(1, max_iter // 20),
                "twenty validations over the run")
         choose("TRAINING", "validation_max_iter", 2, "two batches per validation")
-    if network in rules.SFG_NETWORKS:
-        for key, planned in rules.sfg_schedule(max_iter).items():
-            choose("SFG", key, planned.value, planned.reason)
     radius = rules.receptive_radius(stages)
     border = rules.choose_border(window, radius)
     choose("INFERENCE", "border", border.value, border.reason)

@@ -43,7 +43,6 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Sequence
 
 import numpy as np
@@ -78,9 +77,6 @@ WINDOW_CAP = {3: 128, 2: 512}
 NETWORK_STAGES = {"sfg_highres3dnet": HIGHRES_STAGES, "highres3dnet": HIGHRES_STAGES,
                   "hard_shared": HIGHRES_STAGES, "cross_stitch": HIGHRES_STAGES,
                   "sfg_vgg": VGG_STAGES}
-SFG_NETWORKS = ("sfg_highres3dnet", "sfg_vgg")
-#: The [SFG] recipe's schedule at the length it was chosen for (scripts/experiments).
-RECIPE_ITER, RECIPE_WARMUP, RECIPE_FINETUNE = 240, 150, 100
 
 
 @dataclass(frozen=True)
@@ -498,27 +494,6 @@ def choose_max_iter(train_voxels: float, window: Sequence[int], batch: int) -> P
     return Planned(value, (f"{PASSES} passes over the training volumes ({per_pass:.1f} "
                            f"steps of {batch} window(s) each cover them once), within "
                            f"{MIN_ITER}..{MAX_ITER}"))
-
-
-def sfg_schedule(max_iter: int) -> dict[str, Planned]:
-    rate = 1.2 / max_iter
-    return {
-        "warmup_iter": Planned(_fraction(RECIPE_WARMUP, RECIPE_ITER), (
-            f"the recipe's warm-up ({RECIPE_WARMUP} of {RECIPE_ITER} iterations) as a "
-            "fraction of max_iter")),
-        "finetune_iter": Planned(_fraction(RECIPE_FINETUNE, RECIPE_ITER), (
-            f"the recipe's fine-tuning ({RECIPE_FINETUNE} of {RECIPE_ITER} iterations) as "
-            "a fraction of max_iter")),
-        "anneal_rate": Planned(float(f"{rate:.3g}"), (
-            f"1.2 / max_iter: the temperature ends at exp(-1.2) = 0.3 of its start, as "
-            f"the recipe's 0.005 does in {RECIPE_ITER} iterations")),
-    }
-
-
-def _fraction(part: int, whole: int) -> str:
-    """``part / whole`` as the config's fraction text, in lowest terms (150, 240 -> 5/8)."""
-    fraction = Fraction(part, whole)
-    return f"{fraction.numerator}/{fraction.denominator}"
 
 
 def cpu_threads() -> int:

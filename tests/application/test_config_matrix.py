@@ -235,8 +235,8 @@ def test_hard_shared_resumes_with_the_configured_lr_and_schedule(project):
 
 @pytest.mark.parametrize("changes", [
     {"NETWORK": {"name": "cross_stitch"}},
-    {"SFG": {"impl": "reference", "sample_per": "example", "learn_probabilities": False,
-             "init": "uniform", "connectivity": "separate"},
+    {"SFG": {"allocation": "learned", "impl": "reference", "sample_per": "example",
+             "learn_probabilities": False, "init": "uniform", "connectivity": "separate"},
      "NETWORK": {"norm_layer": "batch"}},
 ], ids=["cross_stitch", "reference_example_fixed_separate_batchnorm"])
 def test_network_trains_and_infers(project, changes, tmp_path):
@@ -264,7 +264,8 @@ def test_network_trains_and_infers(project, changes, tmp_path):
 def test_finetune_iter_fixes_the_architecture_of_the_last_iterations(project, finetune,
                                                                      max_iter, fixed_from):
     settings = configure(project, phantom_sections("run_finetune"),
-                         SFG={"finetune_iter": finetune}, TRAINING={"max_iter": max_iter})
+                         SFG={"allocation": "learned", "finetune_iter": finetune},
+                         TRAINING={"max_iter": max_iter})
     model = commands.make_application(settings).build_network()
     assert model.grouping.fixed_from == fixed_from
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from sfg_app.application.data import RunData
-from sfg_app.application.network import iterations
 from sfg_app.application.tasks import build_tasks
+from sfg_app.arguments import schedule_iterations
 from sfg_app.config import ConfigError
 from sfg_app.layers.grouping import GroupingConfig
 
@@ -35,8 +35,8 @@ def _grouping(settings) -> GroupingConfig:
     """As the application builds it from the settings."""
     names = {field.name for field in dataclasses.fields(GroupingConfig)} - {"fixed_from"}
     values = {name: getattr(settings.sfg, name) for name in names}
-    values["warmup_iter"] = iterations(values["warmup_iter"], settings.training.max_iter)
-    grouping = GroupingConfig(**values)
+    grouping = GroupingConfig(**values).for_run(settings.training.max_iter,
+                                                settings.sfg.finetune_iter)
     grouping.check_num_groups(len(settings.tasks) + 1)
     return grouping
 
@@ -157,7 +157,55 @@ def test_schedules_given_as_fractions_of_max_iter_travel_across_run_lengths(load
     settings = load(config, overrides=["SFG.warmup_iter=0.5", "SFG.finetune_iter=1/3",
                                        "TRAINING.max_iter=240"])
     assert (settings.sfg.warmup_iter, settings.sfg.finetune_iter) == (0.5, 1 / 3)
-    assert iterations(settings.sfg.warmup_iter, 240) == 120
-    assert iterations(settings.sfg.finetune_iter, 240) == 80
-    assert iterations(settings.sfg.warmup_iter, 3000) == 1500
-    assert iterations(150, 240) == 150 and iterations(0, 240) == 0
+    assert schedule_iterations(settings.sfg.warmup_iter, 240) == 120
+    assert schedule_iterations(settings.sfg.finetune_iter, 240) == 80
+    assert schedule_iterations(settings.sfg.warmup_iter, 3000) == 1500
+    assert schedule_iterations(150, 240) == 150 and schedule_iterations(0, 240) == 0
+    assert schedule_iterations(1 / 3, 1) == 1  # a share of the run lasts a step
+
+
+def test_the_grouping_of_a_run_holds_its_schedules_in_iterations(load, config):
+    """allocation = auto: the agreement over a third of a run whose third holds 300
+    iterations, the learned recipe (150 iterations of warm-up) in a shorter one; the
+    groups are fixed when the agreement's warm-up ends, or for the last finetune_iter
+    iterations of learned ones."""
+    for max_iter, expected in [(300, ("learned", 150, 200)), (800, ("learned", 150, 700)),
+                               (900, ("agreement", 300, 300)),
+                               (3000, ("agreement", 1000, 1000))]:
+        grouping = _grouping(load(config, overrides=[f"TRAINING.max_iter={max_iter}"]))
+        assert (grouping.allocation, grouping.warmup_iter, grouping.fixed_from) == expected
+    settings = load(config, overrides=["TRAINING.max_iter=300", "SFG.allocation=agreement",
+                                       "SFG.finetune_iter=1/4", "SFG.transition_iter=0.1"])
+    grouping = _grouping(settings)
+    assert (grouping.warmup_iter, grouping.transition_iter, grouping.fixed_from) == \
+        (100, 30, 100)
+    settings = load(config, overrides=["TRAINING.max_iter=300", "SFG.allocation=learned",
+                                       "SFG.finetune_iter=1/4", "SFG.warmup_iter=0.1"])
+    grouping = _grouping(settings)
+    assert (grouping.warmup_iter, grouping.fixed_from) == (30, 225)
+    for unresolved, pattern in [(dict(warmup_iter=1 / 3), r"`warmup_iter` is 0\.333333, a "
+                                                         r"fraction of the run"),
+                                (dict(allocation="auto"), r"`allocation` is auto"),
+                                (dict(warmup_iter=None), r"`warmup_iter` is None")]:
+        with pytest.raises(ValueError, match=pattern + r".* `grouping\.for_run\(max_iter\)`"):
+            GroupingConfig(**unresolved).sampling_share(0)
+
+
+def test_a_run_keeps_the_allocation_it_started_with(load, config, tmp_path):
+    """auto follows max_iter, but a run's resume or inference with another max_iter keeps
+    the run's groups: from the recorded identity (no key: learned, as every run recorded
+    before the agreement)."""
+    from sfg_app.commands import as_trained
+    from sfg_app.io.run_folder import RunFolder
+
+    settings = load(config, overrides=["TRAINING.max_iter=3000",
+                                       f"SYSTEM.model_dir={tmp_path / 'run'}"])
+    assert as_trained(settings) is settings  # nothing recorded: max_iter decides
+    assert _grouping(settings).allocation == "agreement"
+    RunFolder(tmp_path / "run").record_identity({"NETWORK.name": "sfg_highres3dnet"})
+    assert _grouping(as_trained(settings)).allocation == "learned"
+    RunFolder(tmp_path / "run").record_identity({"SFG.allocation": "agreement"})
+    short = load(config, overrides=["TRAINING.max_iter=20",
+                                    f"SYSTEM.model_dir={tmp_path / 'run'}"])
+    assert _grouping(short).allocation == "learned"
+    assert _grouping(as_trained(short)).allocation == "agreement"

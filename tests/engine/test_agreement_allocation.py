@@ -1,6 +1,6 @@
 """`[SFG] allocation = agreement` in training: the warm-up measures, the groups are decided
-when it ends, a resume decides the same (`pytest -m slow`), and a warm-up as long as the
-run is refused."""
+when it ends (a third of the run by default) whatever the start and prior, a resume
+decides the same (`pytest -m slow`), and a warm-up as long as the run is refused."""
 
 import numpy as np
 import pytest
@@ -34,9 +34,10 @@ class _StopAt(Handler):
             raise KeyboardInterrupt
 
 
-def _train(data, model_dir, stop_at=None):
+def _train(data, model_dir, stop_at=None, sfg=None):
+    """3 iterations; by default 2 of them measure (``sfg``: other [SFG] keys)."""
     sections = phantom_sections(model_dir, data=data, changes={
-        "SFG": {"allocation": "agreement", "warmup_iter": 2},
+        "SFG": {"allocation": "agreement", "warmup_iter": 2} if sfg is None else sfg,
         "TRAINING": {"max_iter": 3, "save_every_n": 1,
                      "exclude_fraction_for_inference": 0}})
     path = model_dir.parent / f"{model_dir.name}.ini"
@@ -55,10 +56,34 @@ def test_a_run_decides_its_groups_when_the_warm_up_ends(data, tmp_path, capfd):
     state = _train(data, tmp_path / "run")
     assert "sfg_0: groups decided from the tasks' agreement: organs" in capfd.readouterr().err
     for grouping, groups in zip(state.model.groupings, _decided(state)):
-        np.testing.assert_array_equal(
-            groups, grouping.measure.decide(grouping.grouping.agreement_threshold))
+        np.testing.assert_array_equal(groups, grouping.measure.decide(
+            grouping.grouping.agreement_threshold, grouping.grouping.agreement_split))
         assert ops.convert_to_numpy(grouping.probabilities()).max(axis=-1).min() > 0.97
         assert np.all(ops.convert_to_numpy(grouping.measure.task_energy) > 0)
+
+
+def test_the_agreement_measures_a_third_of_the_run_by_default(data, tmp_path, capfd):
+    state = _train(data, tmp_path / "run", sfg={"allocation": "agreement"})
+    assert (state.model.probe_iterations, state.model.grouping.fixed_from) == (1, 1)
+    printed = capfd.readouterr().err
+    assert "SFG groups: measured from the tasks' agreement over iterations 1-1" in printed
+    assert "sfg_0: groups decided from the tasks' agreement" in printed
+
+
+def test_the_start_and_the_prior_decide_nothing(data, tmp_path):
+    """The must-show of init-invariance, kernel for kernel: from a uniform start and
+    prior and from 0.8 shared, one seed gives the same groups and the same weights."""
+    states = [_train(data, tmp_path / start, sfg={"allocation": "agreement", "init": start,
+                                                   "prior": start})
+              for start in ("uniform", "shared")]
+    for uniform, shared in zip(*(_decided(state) for state in states)):
+        np.testing.assert_array_equal(uniform, shared)
+    uniform, shared = ([w for w in state.model.weights if "logits" not in w.path]
+                       for state in states)  # the same network: the same order
+    assert len(uniform) == len(shared)
+    for first, second in zip(uniform, shared):
+        np.testing.assert_array_equal(ops.convert_to_numpy(first),
+                                      ops.convert_to_numpy(second), err_msg=first.path)
 
 
 @pytest.mark.slow

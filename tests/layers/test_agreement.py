@@ -11,10 +11,10 @@ from sfg_app.networks.heads import HeadSpec
 from sfg_app.networks.highres3dnet import SFGHighRes3DNet
 
 
-def _grouping(filters=6, tasks=2, threshold=0.3):
+def _grouping(filters=6, tasks=2, threshold=0.3, split="pull"):
     grouping = FilterGrouping(filters, tasks + 1, GroupingConfig(
-        allocation="agreement", warmup_iter=3, agreement_threshold=threshold, init="uniform",
-        prior="uniform", fixed_from=3))
+        allocation="agreement", warmup_iter=3, agreement_threshold=threshold,
+        agreement_split=split, init="uniform", prior="uniform", fixed_from=3))
     grouping.build()
     return grouping
 

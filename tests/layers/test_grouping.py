@@ -45,8 +45,9 @@ from sfg_app.layers.grouping import (DirichletLogits, FilterGrouping, GroupingCo
     (dict(connectivity="full"), r"`connectivity`\. Expected one of mixed, separate, "
                                 r"dense"),
     (dict(impl="fast"), r"`impl`\. Expected one of fused, reference"),
-    (dict(warmup_iter="10"), r"`warmup_iter`\. Expected an integer >= 0\. "
-                             r"Received warmup_iter='10'"),
+    (dict(warmup_iter="ten"), r"`warmup_iter`\. Expected an integer >= 0 \(iterations\) "
+                              r"or a number > 0 and < 1 \(a fraction of \[TRAINING\] "
+                              r"max_iter\)\. Received warmup_iter='ten'"),
 ])
 def test_grouping_config_names_the_bad_argument(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern):
