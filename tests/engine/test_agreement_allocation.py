@@ -62,20 +62,19 @@ def test_a_run_decides_its_groups_when_the_warm_up_ends(data, tmp_path, capfd):
         assert np.all(ops.convert_to_numpy(grouping.measure.task_energy) > 0)
 
 
-def test_the_agreement_measures_a_third_of_the_run_by_default(data, tmp_path, capfd):
-    state = _train(data, tmp_path / "run", sfg={"allocation": "agreement"})
-    assert (state.model.probe_iterations, state.model.grouping.fixed_from) == (1, 1)
-    printed = capfd.readouterr().err
-    assert "SFG groups: measured from the tasks' agreement over iterations 1-1" in printed
-    assert "sfg_0: groups decided from the tasks' agreement" in printed
-
-
-def test_the_start_and_the_prior_decide_nothing(data, tmp_path):
-    """The must-show of init-invariance, kernel for kernel: from a uniform start and
-    prior and from 0.8 shared, one seed gives the same groups and the same weights."""
+def test_a_third_of_the_run_measures_and_the_start_and_prior_decide_nothing(data, tmp_path,
+                                                                             capfd):
+    """By default the agreement is measured over a third of the run (1 of 3 iterations).
+    The must-show of init-invariance, kernel for kernel: from a uniform start and prior
+    and from 0.8 shared, one seed gives the same groups and the same weights."""
     states = [_train(data, tmp_path / start, sfg={"allocation": "agreement", "init": start,
                                                    "prior": start})
               for start in ("uniform", "shared")]
+    printed = capfd.readouterr().err
+    assert "SFG groups: measured from the tasks' agreement over iterations 1-1" in printed
+    assert "sfg_0: groups decided from the tasks' agreement" in printed
+    for state in states:
+        assert (state.model.probe_iterations, state.model.grouping.fixed_from) == (1, 1)
     for uniform, shared in zip(*(_decided(state) for state in states)):
         np.testing.assert_array_equal(uniform, shared)
     uniform, shared = ([w for w in state.model.weights if "logits" not in w.path]
