@@ -163,6 +163,12 @@ def write_report(name: str, rows: list, results: Path) -> None:
     plot_shared(rows, levels, layers, results / name / "shared_fraction.png")
 
 
+def _mean_of_runs(values: list) -> float:
+    """The mean of the runs that have a value; NaN (a gap in the line) for none."""
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
 def plot_shared(rows: list, levels: list, layers: list, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -175,8 +181,8 @@ def plot_shared(rows: list, levels: list, layers: list, path: Path) -> None:
     figure, axes = plt.subplots(1, len(sfg), figsize=(4.5 * len(sfg), 3.6), squeeze=False)
     for axis, method in zip(axes[0], sfg):
         for layer in layers:
-            means = [np.nanmean([_number(r[layer]) for r in rows if r["method"] == method
-                                 and float(r["relatedness"]) == level] or [math.nan])
+            means = [_mean_of_runs([_number(r[layer]) for r in rows if r["method"] == method
+                                    and float(r["relatedness"]) == level])
                      for level in levels]
             axis.plot(levels, means, marker="o", label=layer[len("shared_"):])
         axis.set(xlabel="relatedness (0 unrelated, 1 identical content)", ylim=(-0.02, 1.02),
